@@ -1,0 +1,182 @@
+"""Who may open which dashboard with which parameters, and what data that lets them read.
+
+Pure functions, used twice: by Flask before it mints a session token, and by the Bokeh
+apps on the token's claims before they query. The data scope returned here is the only
+input the apps' SQL filters on, so access is enforced in the query itself.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any, Callable, Mapping
+
+MEMBER, LEAD, ADMIN = "member", "lead", "admin"
+ROLES = (MEMBER, LEAD, ADMIN)
+
+SLOW_QUERY_MAX_SECONDS = 60.0
+SLOW_QUERY_DEFAULT_SECONDS = 5.0
+# The generated history spans about two years; windows are days of a rolling mean.
+MAX_DAYS = 3650
+MAX_WINDOW = 90
+
+
+class AccessError(Exception):
+    """Base of the errors a user is shown; `status` is the HTTP status to answer with."""
+
+    status = 400
+
+
+class ParamError(AccessError):
+    status = 400
+
+
+class AccessDenied(AccessError):
+    status = 403
+
+
+class UnknownDashboard(AccessError):
+    status = 404
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The facts about a user that access decisions depend on."""
+
+    user_id: int
+    username: str
+    role: str
+    team_id: int | None
+    is_loadtest: bool = False
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise AccessDenied(f"unknown role {self.role!r}")
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    name: str
+    title: str
+    description: str
+    allowed: Callable[[Principal], bool]
+    parse: Callable[[Mapping[str, str]], dict[str, Any]]
+    params: tuple[str, ...] = field(default=())
+
+
+def _int_param(args: Mapping[str, str], name: str, default: int | None, lo: int, hi: int) -> int | None:
+    raw = args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise ParamError(f"'{name}' must be a whole number, got {str(raw)[:40]!r}") from None
+    if not lo <= value <= hi:
+        raise ParamError(f"'{name}' must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _date_param(args: Mapping[str, str], name: str) -> str | None:
+    raw = args.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return date.fromisoformat(str(raw)).isoformat()
+    except ValueError:
+        raise ParamError(f"'{name}' must be a date like 2026-01-31, got {str(raw)[:40]!r}") from None
+
+
+def _parse_history(args: Mapping[str, str]) -> dict[str, Any]:
+    return {"days": _int_param(args, "days", 365, 1, MAX_DAYS)}
+
+
+def _parse_team(args: Mapping[str, str]) -> dict[str, Any]:
+    return {"days": _int_param(args, "days", 365, 1, MAX_DAYS), "team": _int_param(args, "team", None, 1, 2**31 - 1)}
+
+
+def _parse_teams(args: Mapping[str, str]) -> dict[str, Any]:
+    start, end = _date_param(args, "start"), _date_param(args, "end")
+    if start and end and start > end:
+        raise ParamError("'start' must not be after 'end'")
+    return {"start": start, "end": end, "window": _int_param(args, "window", 7, 1, MAX_WINDOW)}
+
+
+def _parse_slow(args: Mapping[str, str]) -> dict[str, Any]:
+    raw = args.get("seconds")
+    if raw is None or raw == "":
+        return {"seconds": SLOW_QUERY_DEFAULT_SECONDS}
+    try:
+        seconds = float(raw)
+    except (TypeError, ValueError):
+        raise ParamError(f"'seconds' must be a number, got {str(raw)[:40]!r}") from None
+    if seconds != seconds:  # NaN
+        raise ParamError("'seconds' must be a number")
+    # Clamped, not refused: load testers sweep this value and want the nearest valid run.
+    return {"seconds": min(max(seconds, 0.0), SLOW_QUERY_MAX_SECONDS)}
+
+
+DASHBOARDS: dict[str, Dashboard] = {
+    d.name: d
+    for d in (
+        Dashboard("my-happiness", "My happiness", "Your own happiness history.",
+                  lambda p: True, _parse_history, ("days",)),
+        Dashboard("team", "My team", "Your team's average happiness over time.",
+                  lambda p: p.role == ADMIN or p.team_id is not None, _parse_team, ("days", "team")),
+        Dashboard("teams", "All teams", "Every team compared, with a date range and rolling window.",
+                  lambda p: p.role in (LEAD, ADMIN), _parse_teams, ("start", "end", "window")),
+        Dashboard("slow-query", "Slow query", "A query that takes ?seconds=N, for load testing.",
+                  lambda p: p.role == ADMIN or p.is_loadtest, _parse_slow, ("seconds",)),
+    )
+}
+
+
+def dashboard(name: str) -> Dashboard:
+    try:
+        return DASHBOARDS[name]
+    except KeyError:
+        raise UnknownDashboard(f"there is no dashboard called {name[:60]!r}") from None
+
+
+def dashboards_for(principal: Principal) -> list[Dashboard]:
+    """The dashboards this user may open, in menu order."""
+    return [d for d in DASHBOARDS.values() if d.allowed(principal)]
+
+
+def parse_params(name: str, args: Mapping[str, str]) -> dict[str, Any]:
+    """Validate a dashboard's query arguments; unknown arguments are an error, not ignored."""
+    board = dashboard(name)
+    unknown = sorted(set(args) - set(board.params))
+    if unknown:
+        allowed = ", ".join(board.params) or "none"
+        raise ParamError(f"unknown parameter(s) {', '.join(unknown)[:80]} for {name}; allowed: {allowed}")
+    return board.parse(args)
+
+
+def authorize(principal: Principal, name: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the data scope `principal` may read on dashboard `name`, or raise AccessDenied.
+
+    The scope holds only ids the SQL filters on: {"user_id"}, {"team_id"} or {"all_teams"}.
+    """
+    board = dashboard(name)
+    if not board.allowed(principal):
+        raise AccessDenied(f"your role ({principal.role}) may not open {name}")
+    if name == "my-happiness":
+        return {"user_id": principal.user_id}
+    if name == "team":
+        wanted = params.get("team")
+        if principal.role == ADMIN:
+            if wanted is None:
+                raise ParamError("admins choose a team: add ?team=<id>")
+            return {"team_id": int(wanted)}
+        if wanted is not None and wanted != principal.team_id:
+            raise AccessDenied("you may only see your own team")
+        return {"team_id": principal.team_id}
+    if name == "teams":
+        return {"all_teams": True}
+    if name == "slow-query":
+        return {}
+    raise UnknownDashboard(name)  # pragma: no cover - DASHBOARDS and this function change together
+
+
+def default_date_range(today: date, days: int = 365) -> tuple[date, date]:
+    return today - timedelta(days=days), today

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from flask import abort, current_app, jsonify
+from flask_login import current_user
+
+from app.api import bp
+from app.extensions import db
+from app.models import Role
+from app.registry import live_workers
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify(status="ok")
+
+
+@bp.get("/api/workers")
+def workers():
+    if not current_user.is_authenticated:
+        abort(401, description="Log in as an admin to see the workers.")
+    if current_user.role != Role.ADMIN:
+        abort(403, description="Only admins may see the workers.")
+    ttl = current_app.config["SETTINGS"].registry_ttl_seconds
+    return jsonify([w.as_json() for w in live_workers(db.session.connection(), ttl)])

@@ -1,0 +1,39 @@
+"""my-happiness: the logged-in user's own happiness history (a plain Bokeh app)."""
+from __future__ import annotations
+
+from bokeh.document import Document
+from bokeh.models import ColumnDataSource, HoverTool
+from bokeh.plotting import figure
+
+from bokeh_apps.query import DocumentQuery, fetch, status_div
+from bokeh_apps.session import add_dashboard, session_info
+
+NAME = "my-happiness"
+# The user id comes from the token's scope, so the WHERE clause is the access rule.
+SQL = """
+    SELECT created_at, score FROM happiness_entries
+    WHERE user_id = $1 AND created_at >= now() - make_interval(days => $2)
+    ORDER BY created_at
+"""
+
+
+def build(doc: Document) -> None:
+    info = session_info(doc, NAME)
+    user = info.claims.principal.username
+    source = ColumnDataSource(data={"time": [], "score": []}, name="chart-source")
+    fig = figure(title=f"{user}'s happiness, last {info.params['days']} days", x_axis_type="datetime",
+                 y_range=(0, 10.5), height=380, sizing_mode="stretch_width",
+                 tools="pan,xwheel_zoom,box_zoom,reset,save", name="chart")
+    fig.line("time", "score", source=source, line_alpha=0.4)
+    fig.scatter("time", "score", source=source, size=6)
+    fig.add_tools(HoverTool(tooltips=[("when", "@time{%F %H:%M}"), ("score", "@score")],
+                            formatters={"@time": "datetime"}))
+    fig.yaxis.axis_label = "happiness (1-10)"
+    status = status_div()
+    add_dashboard(doc, "My happiness", status, fig)
+
+    def apply(rows) -> None:
+        source.data = {"time": [r["created_at"] for r in rows], "score": [r["score"] for r in rows]}
+
+    DocumentQuery(doc, status, "your history").run(
+        lambda: fetch(SQL, info.scope["user_id"], info.params["days"]), apply)

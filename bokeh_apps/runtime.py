@@ -1,0 +1,98 @@
+"""What a worker's Bokeh apps share: the asyncpg pool, the worker's identity, its heartbeat.
+
+Created by app.bokeh_server.EmbeddedBokehServer on the worker's Bokeh loop; apps reach it
+through `current()`. Everything here runs on that loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Callable
+
+import asyncpg
+
+from app.registry import HEARTBEAT_SQL, REINSERT_SQL
+
+if TYPE_CHECKING:
+    from app.config import Settings
+    from app.registry import Reservation
+
+log = logging.getLogger(__name__)
+
+# Connections kept open when idle: enough for a burst of fast dashboards without a connect.
+POOL_MIN_SIZE = 2
+CLOSE_TIMEOUT_S = 3.0
+
+_current: "WorkerRuntime | None" = None
+
+
+def current() -> "WorkerRuntime":
+    if _current is None:
+        raise RuntimeError("the Bokeh apps run only inside a worker's embedded Bokeh server")
+    return _current
+
+
+class WorkerRuntime:
+    def __init__(self, settings: "Settings", reservation: "Reservation", pool: asyncpg.Pool,
+                 control: asyncpg.Connection, count_sessions: Callable[[], int]) -> None:
+        self.settings = settings
+        self.reservation = reservation
+        self.pool = pool
+        self.control = control
+        self._count_sessions = count_sessions
+        self._heartbeat: asyncio.Task | None = None
+
+    @property
+    def worker(self) -> str:
+        return self.reservation.name
+
+    @classmethod
+    async def open(cls, settings: "Settings", reservation: "Reservation",
+                   count_sessions: Callable[[], int]) -> "WorkerRuntime":
+        global _current
+        timeout_ms = str(int(settings.statement_timeout_seconds * 1000))
+        pool = await asyncpg.create_pool(
+            settings.database_url, min_size=min(POOL_MIN_SIZE, settings.db_pool_size),
+            max_size=settings.db_pool_size,
+            # Every query of every app runs under this limit; the server stops it, not us.
+            server_settings={"statement_timeout": timeout_ms, "application_name": f"bokeh-{reservation.name}"},
+        )
+        control = await asyncpg.connect(settings.database_url,
+                                        server_settings={"application_name": f"bokeh-{reservation.name}-control"})
+        _current = cls(settings, reservation, pool, control, count_sessions)
+        return _current
+
+    def start_heartbeat(self) -> None:
+        self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+
+    async def _beat(self) -> None:
+        r = self.reservation
+        while True:
+            try:
+                status = await self.control.execute(HEARTBEAT_SQL, r.worker_id, self._count_sessions())
+                if status == "UPDATE 0":
+                    log.warning("registry row of %s was reclaimed; registering again", r.name)
+                    await self.control.execute(REINSERT_SQL, r.worker_id, r.host, r.port, r.pid)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                log.exception("heartbeat of %s failed; reconnecting", r.name)
+                await self._reconnect()
+            await asyncio.sleep(self.settings.registry_heartbeat_seconds)
+
+    async def _reconnect(self) -> None:
+        try:
+            self.control.terminate()
+            self.control = await asyncpg.connect(self.settings.database_url)
+        except (OSError, asyncpg.PostgresError):
+            log.warning("control connection of %s still down", self.reservation.name)
+
+    async def close(self) -> None:
+        global _current
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        try:
+            await asyncio.wait_for(self.pool.close(), CLOSE_TIMEOUT_S)
+        except (asyncio.TimeoutError, OSError):
+            self.pool.terminate()
+        self.control.terminate()
+        if _current is self:
+            _current = None

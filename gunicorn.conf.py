@@ -1,0 +1,37 @@
+"""gunicorn settings for the site. Hooks are one line each; the logic is in app/lifecycle.py."""
+import os
+
+from app import lifecycle
+
+wsgi_app = "wsgi:app"
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
+# gthread: Flask requests on threads, the Bokeh server on its own daemon thread and loop.
+# Not gevent/eventlet: Tornado does not survive their monkey-patching.
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+# No preload: each worker must bind its own Bokeh port after the fork.
+preload_app = False
+graceful_timeout = 15
+timeout = 60
+accesslog = "-"
+access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'  # path only: no query strings in logs
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info")
+proc_name = "happiness"
+
+
+def on_starting(server):
+    lifecycle.check_settings()
+
+
+def post_worker_init(worker):
+    lifecycle.start_worker_services()
+
+
+def worker_exit(server, worker):
+    lifecycle.stop_worker_services()
+
+
+def child_exit(server, worker):
+    lifecycle.forget_worker(worker.pid)
