@@ -1,0 +1,184 @@
+"""A client that uses the site the way a browser does, without a browser.
+
+Log in (with the form's CSRF token), request a dashboard page, fetch its autoload.js, open
+the session's websocket with the token as subprotocol, pull the document and apply the
+server's patches until a condition holds. Used by the integration tests and the load tester.
+"""
+from __future__ import annotations
+
+import asyncio
+import html
+import re
+import time
+from dataclasses import dataclass
+from http.cookies import SimpleCookie
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from bokeh.document import Document
+from bokeh.protocol import Protocol
+from bokeh.protocol.receiver import Receiver
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
+from tornado.websocket import WebSocketClientConnection, websocket_connect
+
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+_AUTOLOAD = re.compile(r'xhr\.open\(\'GET\', "([^"]+/autoload\.js\?[^"]+)"')
+
+
+class ClientError(RuntimeError):
+    """The site answered something a browser user would see as a failure."""
+
+
+@dataclass(frozen=True)
+class EmbeddedPage:
+    status: int
+    worker: str
+    autoload_url: str
+    token: str
+    app_url: str
+
+    @property
+    def websocket_url(self) -> str:
+        return re.sub(r"^http", "ws", self.app_url) + "/ws"
+
+
+def parse_page(status: int, body: str) -> EmbeddedPage:
+    match = _AUTOLOAD.search(body)
+    if match is None:
+        raise ClientError(f"the dashboard page has no Bokeh embed (HTTP {status})")
+    autoload = html.unescape(match.group(1))
+    query = parse_qs(urlsplit(autoload).query)
+    app_url = query["bokeh-absolute-url"][0]
+    worker = urlsplit(app_url).path.split("/")[2]
+    return EmbeddedPage(status, worker, autoload, query["bokeh-token"][0], app_url)
+
+
+class SiteClient:
+    """One browser user: a cookie jar and the site's base URL."""
+
+    def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.cookies: SimpleCookie = SimpleCookie()
+        self.http = AsyncHTTPClient()
+
+    @property
+    def origin(self) -> str:
+        parts = urlsplit(self.base_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    async def request(self, method: str, path: str, *, form: dict[str, str] | None = None,
+                      headers: dict[str, str] | None = None) -> HTTPResponse:
+        hdrs = dict(headers or {})
+        if self.cookies:
+            hdrs["Cookie"] = "; ".join(f"{k}={m.value}" for k, m in self.cookies.items())
+        body = None
+        if form is not None:
+            body = urlencode(form)
+            hdrs["Content-Type"] = "application/x-www-form-urlencoded"
+        url = path if path.startswith("http") else self.base_url + path
+        response = await self.http.fetch(HTTPRequest(url, method=method, body=body, headers=hdrs,
+                                                     follow_redirects=False, request_timeout=self.timeout),
+                                         raise_error=False)
+        for cookie in response.headers.get_list("Set-Cookie"):
+            self.cookies.load(cookie)
+        if response.code == 599:
+            raise ClientError(f"cannot reach {url}: {response.error}")
+        return response
+
+    async def login(self, username: str, password: str) -> None:
+        page = await self.request("GET", "/login")
+        match = _CSRF.search(page.body.decode())
+        if match is None:
+            raise ClientError(f"no login form at {self.base_url}/login (HTTP {page.code})")
+        response = await self.request("POST", "/login", form={"csrf_token": match.group(1),
+                                                                "username": username, "password": password})
+        if response.code != 302:
+            raise ClientError(f"login as {username!r} failed (HTTP {response.code})")
+
+    async def open_dashboard(self, name: str, **params: Any) -> EmbeddedPage:
+        query = f"?{urlencode(params)}" if params else ""
+        response = await self.request("GET", f"/dashboards/{name}{query}")
+        if response.code != 200:
+            raise ClientError(f"/dashboards/{name} answered HTTP {response.code}")
+        return parse_page(response.code, response.body.decode())
+
+    async def fetch_autoload(self, page: EmbeddedPage) -> HTTPResponse:
+        return await self.request("GET", page.autoload_url)
+
+    async def connect(self, page: EmbeddedPage, *, origin: str | None = None) -> "BokehSession":
+        return await BokehSession.connect(page.websocket_url, page.token, origin or self.origin, self.timeout)
+
+
+class BokehSession:
+    """A Bokeh protocol connection holding a live copy of the session's document."""
+
+    def __init__(self, ws: WebSocketClientConnection, timeout: float) -> None:
+        self.ws = ws
+        self.timeout = timeout
+        self.protocol = Protocol()
+        self.receiver = Receiver(self.protocol)
+        self.document = Document()
+
+    @classmethod
+    async def connect(cls, ws_url: str, token: str, origin: str, timeout: float = 30.0) -> "BokehSession":
+        request = HTTPRequest(ws_url, headers={"Origin": origin}, request_timeout=timeout)
+        ws = await websocket_connect(request, subprotocols=["bokeh", token], max_message_size=64 * 1024 * 1024)
+        session = cls(ws, timeout)
+        ack = await session._read()
+        if ack.msgtype != "ACK":
+            raise ClientError(f"expected ACK, got {ack.msgtype}")
+        await session._send(session.protocol.create("PULL-DOC-REQ"))
+        reply = await session._read()
+        if reply.msgtype != "PULL-DOC-REPLY":
+            raise ClientError(f"expected PULL-DOC-REPLY, got {reply.msgtype}")
+        reply.push_to_document(session.document)
+        return session
+
+    async def _send(self, message: Any) -> None:
+        for part in (message.header_json, message.metadata_json, message.content_json):
+            await self.ws.write_message(part)
+
+    async def _read(self) -> Any:
+        while True:
+            fragment = await self.ws.read_message()
+            if fragment is None:
+                raise ClientError("the server closed the websocket")
+            message = await self.receiver.consume(fragment)
+            if message is not None:
+                return message
+
+    async def wait_for(self, condition: Callable[[Document], bool], timeout: float | None = None) -> float:
+        """Apply patches until condition(document) holds; return the seconds waited."""
+        started = time.monotonic()
+        deadline = started + (timeout or self.timeout)
+        while not condition(self.document):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise asyncio.TimeoutError("condition not met before the timeout")
+            message = await asyncio.wait_for(self._read(), remaining)
+            if message.msgtype == "PATCH-DOC":
+                message.apply_to_document(self.document)
+        return time.monotonic() - started
+
+    def model(self, name: str) -> Any:
+        return self.document.select_one({"name": name})
+
+    @property
+    def query_state(self) -> str | None:
+        status = self.model("query-status")
+        return status.tags[0] if status is not None and status.tags else None
+
+    @property
+    def worker(self) -> str | None:
+        root = self.model("dashboard")
+        for tag in (root.tags if root is not None else []):
+            if isinstance(tag, str) and tag.startswith("worker:"):
+                return tag.split(":", 1)[1]
+        return None
+
+    async def wait_for_chart(self, timeout: float | None = None) -> float:
+        return await self.wait_for(lambda d: self.query_state in ("done", "error"), timeout)
+
+    def close(self) -> None:
+        self.ws.close()
