@@ -21,7 +21,7 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.web import HTTPError
 
-from app import tokens
+from app import access, tokens
 from app.config import Settings
 
 if TYPE_CHECKING:
@@ -53,7 +53,8 @@ def make_auth_provider(secret: bytes, worker: str):
     from bokeh.server.auth_provider import AuthProvider
 
     class TokenAuth(AuthProvider):
-        """Accept a request only with a valid, unexpired token for this app on this worker."""
+        """Accept a request only with a valid, unexpired token for this app on this worker,
+        whose user may open this dashboard with these parameters."""
 
         @property
         def get_user_async(self):
@@ -70,8 +71,11 @@ def make_auth_provider(secret: bytes, worker: str):
             try:
                 claims = tokens.verify(_token_from(handler), secret,
                                        dashboard=context.url.strip("/"), worker=worker)
-            except tokens.TokenError as exc:
-                raise HTTPError(403, reason=str(exc).capitalize()) from None
+                # The same rules Flask applied before minting: a signed token is not a licence.
+                access.authorize(claims.principal, claims.dashboard, access.parse_params(
+                    claims.dashboard, {k: str(v) for k, v in claims.params.items() if v is not None}))
+            except (tokens.TokenError, access.AccessError) as exc:
+                raise HTTPError(403, reason=str(exc)[:200].capitalize()) from None
             return claims.principal.username
 
     return TokenAuth()

@@ -125,7 +125,8 @@ class NginxServer:
         self.conf.write_text(text)
         if not self.routes_file.exists():
             self.routes_file.write_text(render_routes([]))
-            self._routes_text = self.routes_file.read_text()
+        # A restarted edge may reuse its run dir: what is on disk is what nginx runs.
+        self._routes_text = self.routes_file.read_text()
 
     def check(self) -> subprocess.CompletedProcess:
         return subprocess.run([self.nginx_bin, "-t", "-q", "-c", str(self.conf), "-p", str(self.run_dir)],

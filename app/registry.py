@@ -27,11 +27,14 @@ log = logging.getLogger(__name__)
 
 # Any constant works as long as every process uses the same one; this is b"bokeh" as an int.
 RESERVATION_LOCK_KEY = int.from_bytes(b"bokeh", "big")
+CHOICE_LOCK_KEY = int.from_bytes(b"choose", "big")
 REGISTRY_CHANNEL = "bokeh_workers"
 
 # asyncpg ($n placeholders). Touches heartbeat_at and sessions only, so it does not fire
 # the NOTIFY trigger: routes change when workers come and go, not on every beat.
-HEARTBEAT_SQL = "UPDATE bokeh_workers SET heartbeat_at = now(), sessions = $2 WHERE id = $1"
+# $3 is how many sessions the worker created since its last beat: they were pending.
+HEARTBEAT_SQL = ("UPDATE bokeh_workers SET heartbeat_at = now(), sessions = $2, "
+                 "pending = greatest(pending - $3, 0) WHERE id = $1")
 # A worker whose row was reclaimed while its loop was stalled puts itself back.
 REINSERT_SQL = ("INSERT INTO bokeh_workers (id, host, port, pid) VALUES ($1, $2, $3, $4) "
                 "ON CONFLICT DO NOTHING")
@@ -157,14 +160,15 @@ class PortRegistry:
             return conn.execute(text("DELETE FROM bokeh_workers WHERE host = :host AND pid = :pid"),
                                 {"host": self.host, "pid": pid}).rowcount
 
-    def heartbeat(self, worker_id: int, sessions: int) -> bool:
+    def heartbeat(self, worker_id: int, sessions: int, created: int = 0) -> bool:
         with self.engine.begin() as conn:
-            return conn.execute(text("UPDATE bokeh_workers SET heartbeat_at = now(), sessions = :s WHERE id = :id"),
-                                {"id": worker_id, "s": sessions}).rowcount > 0
+            return conn.execute(text("UPDATE bokeh_workers SET heartbeat_at = now(), sessions = :s, "
+                                     "pending = greatest(pending - :c, 0) WHERE id = :id"),
+                                {"id": worker_id, "s": sessions, "c": created}).rowcount > 0
 
 
 def live_workers(conn: Connection, ttl_seconds: float) -> list[WorkerRecord]:
-    rows = conn.execute(text(f"SELECT id, host, port, pid, sessions, started_at, heartbeat_at "
+    rows = conn.execute(text(f"SELECT id, host, port, pid, sessions + pending AS sessions, started_at, heartbeat_at "
                              f"FROM bokeh_workers WHERE {_LIVE} ORDER BY id"), {"ttl": ttl_seconds}).all()
     return [WorkerRecord(r.id, r.host, r.port, r.pid, r.sessions, r.started_at, r.heartbeat_at) for r in rows]
 
@@ -174,14 +178,20 @@ def choose_worker(conn: Connection, ttl_seconds: float, *, local_host: str,
     """Pick the live worker with the fewest sessions (ties: this process's own, then this
     host's) and count the new session against it at once, so a burst of page loads spreads
     out instead of piling onto whichever worker last reported the lowest count.
+
+    Load is `sessions` (what the worker last reported) + `pending` (assigned here, not yet
+    created there); the worker's heartbeat moves sessions from pending to sessions.
     """
+    # Serialise choices (the lock lasts until the caller commits, about a millisecond):
+    # row locks let concurrent page loads either skip every row or queue on the same one.
+    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHOICE_LOCK_KEY})
     row = conn.execute(text(f"""
-        UPDATE bokeh_workers SET sessions = sessions + 1
+        UPDATE bokeh_workers SET pending = pending + 1
         WHERE id = (
             SELECT id FROM bokeh_workers WHERE {_LIVE}
-            ORDER BY sessions, (id = :prefer) DESC, (host = :host) DESC, id
-            LIMIT 1 FOR UPDATE SKIP LOCKED)
-        RETURNING id, host, port, pid, sessions, started_at, heartbeat_at
+            ORDER BY sessions + pending, (id = :prefer) DESC, (host = :host) DESC, id
+            LIMIT 1)
+        RETURNING id, host, port, pid, sessions + pending AS sessions, started_at, heartbeat_at
     """), {"ttl": ttl_seconds, "prefer": prefer_id or 0, "host": local_host}).first()
     if row is None:
         return None

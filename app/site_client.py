@@ -130,6 +130,9 @@ class BokehSession:
             raise ClientError(f"expected ACK, got {ack.msgtype}")
         await session._send(session.protocol.create("PULL-DOC-REQ"))
         reply = await session._read()
+        # Patches sent before the reply are already part of the state it carries.
+        while reply.msgtype == "PATCH-DOC":
+            reply = await session._read()
         if reply.msgtype != "PULL-DOC-REPLY":
             raise ClientError(f"expected PULL-DOC-REPLY, got {reply.msgtype}")
         reply.push_to_document(session.document)

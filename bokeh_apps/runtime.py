@@ -41,6 +41,8 @@ class WorkerRuntime:
         self.control = control
         self._count_sessions = count_sessions
         self._heartbeat: asyncio.Task | None = None
+        # Sessions created since the last heartbeat (the registry counts them as pending).
+        self.sessions_created = 0
 
     @property
     def worker(self) -> str:
@@ -69,7 +71,8 @@ class WorkerRuntime:
         r = self.reservation
         while True:
             try:
-                status = await self.control.execute(HEARTBEAT_SQL, r.worker_id, self._count_sessions())
+                created, self.sessions_created = self.sessions_created, 0
+                status = await self.control.execute(HEARTBEAT_SQL, r.worker_id, self._count_sessions(), created)
                 if status == "UPDATE 0":
                     log.warning("registry row of %s was reclaimed; registering again", r.name)
                     await self.control.execute(REINSERT_SQL, r.worker_id, r.host, r.port, r.pid)

@@ -26,6 +26,7 @@ class SessionInfo:
 
 def session_info(doc: Document, dashboard: str) -> SessionInfo:
     """Claims from the token payload, re-authorized here: the apps do not trust the page."""
+    runtime.current().sessions_created += 1
     claims = SessionClaims.from_payload(doc.session_context.token_payload)
     if claims.dashboard != dashboard:
         raise access.AccessDenied(f"token is for {claims.dashboard}, not {dashboard}")

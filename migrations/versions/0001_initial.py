@@ -56,11 +56,15 @@ def upgrade() -> None:
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
         sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
         sa.Column("sessions", sa.Integer, nullable=False, server_default="0"),
+        # Sessions Flask assigned that the worker has not yet reported as created.
+        sa.Column("pending", sa.Integer, nullable=False, server_default="0"),
         sa.UniqueConstraint("host", "port", name="uq_bokeh_workers_host_port"),
         sa.CheckConstraint("port BETWEEN 1 AND 65535", name="port_range"),
     )
     # Heartbeats update heartbeat_at/sessions only, so they do not fire this trigger:
-    # nginx reloads when the set of routes changes, not every few seconds.
+    # nginx reloads when the set of routes changes, not every few seconds. Row-level, so a
+    # reclaim that deletes nothing says nothing; PostgreSQL folds identical notifications
+    # within one transaction, so a burst of rows is still one wake-up.
     op.execute(f"""
         CREATE FUNCTION notify_bokeh_workers() RETURNS trigger AS $$
         BEGIN
@@ -72,7 +76,7 @@ def upgrade() -> None:
     op.execute("""
         CREATE TRIGGER bokeh_workers_changed
         AFTER INSERT OR DELETE OR UPDATE OF host, port ON bokeh_workers
-        FOR EACH STATEMENT EXECUTE FUNCTION notify_bokeh_workers();
+        FOR EACH ROW EXECUTE FUNCTION notify_bokeh_workers();
     """)
 
 

@@ -1,0 +1,228 @@
+"""The site in a real headless Chromium: log in through the form, see your own chart, get refused politely.
+
+These tests drive /usr/bin/chromium through Playwright for Python against the session `site`
+fixture (nginx + gunicorn with 4 workers + PostgreSQL, seeded with the demo accounts).
+They never download browsers (`playwright install` is not used) and reach only localhost.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator
+
+import psycopg2
+import pytest
+
+try:
+    from playwright.sync_api import Browser, Page, sync_playwright
+    from playwright.sync_api import Error as PlaywrightError
+except ImportError as exc:  # pragma: no cover - exercised only on a broken test environment
+    _PLAYWRIGHT_IMPORT_ERROR: ImportError | None = exc
+    Browser = Page = object  # type: ignore[misc,assignment]
+    PlaywrightError = Exception  # type: ignore[misc,assignment]
+    sync_playwright = None  # type: ignore[assignment]
+else:
+    _PLAYWRIGHT_IMPORT_ERROR = None
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+DEMO_PASSWORD = "demo"
+# Autoload.js, the websocket and alice's query; generous because the site serves other tests too.
+RENDER_TIMEOUT_MS = 60_000
+NAV_TIMEOUT_MS = 30_000
+MIN_SCREENSHOT_BYTES = 10 * 1024
+
+ALICE_ENTRIES_SQL = """
+    SELECT count(*) FROM happiness_entries e JOIN users u ON u.id = e.user_id
+    WHERE u.username = %s AND e.created_at >= now() - interval '365 days'
+"""
+
+# True once the chart's data source holds points and the status Div says the query finished.
+CHART_READY_JS = """
+() => {
+  if (!(window.Bokeh && Bokeh.documents && Bokeh.documents.length)) return false;
+  const doc = Bokeh.documents[0];
+  const source = doc.get_model_by_name('chart-source');
+  const status = doc.get_model_by_name('query-status');
+  if (!source || !status) return false;
+  const score = source.get_column('score');
+  return score != null && score.length > 0 && status.tags.length > 0 && status.tags[0] === 'done';
+}
+"""
+
+# What the browser's Bokeh document holds once rendered: the numbers the assertions use.
+CHART_STATE_JS = """
+() => {
+  const doc = Bokeh.documents[0];
+  const source = doc.get_model_by_name('chart-source');
+  const status = doc.get_model_by_name('query-status');
+  const chart = doc.get_model_by_name('chart');
+  const title = chart == null ? null : (typeof chart.title === 'string' ? chart.title : chart.title.text);
+  return {
+    documents: Bokeh.documents.length,
+    scores: source.get_column('score').length,
+    times: source.get_column('time').length,
+    status_tags: Array.from(status.tags),
+    status_text: status.text,
+    chart_title: title,
+    doc_title: doc.title,
+  };
+}
+"""
+
+
+def _require_playwright() -> None:
+    """Fail, never skip: a missing Playwright means the browser tests did not run."""
+    if _PLAYWRIGHT_IMPORT_ERROR is not None:
+        pytest.fail(
+            "Playwright for Python cannot be imported "
+            f"({type(_PLAYWRIGHT_IMPORT_ERROR).__name__}: {_PLAYWRIGHT_IMPORT_ERROR}). "
+            "Install the test extra into the virtualenv (.venv/bin/pip install -e '.[test]'); "
+            "the browser tests use /usr/bin/chromium, so `playwright install` is not needed. "
+            "These tests are required and are never skipped.",
+            pytrace=False,
+        )
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing or not executable; the browser tests need a system Chromium.",
+                    pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser | None]:
+    """One headless Chromium for the module; None when Playwright is missing (each test then fails)."""
+    if _PLAYWRIGHT_IMPORT_ERROR is not None or not os.access(CHROMIUM, os.X_OK):
+        yield None
+        return
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@contextlib.contextmanager
+def fresh_page(browser: Browser | None) -> Iterator[tuple[Page, list[str]]]:
+    """A page in its own context (own cookies), closed afterwards, and the page's errors and warnings."""
+    _require_playwright()
+    assert browser is not None
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        context.set_default_navigation_timeout(NAV_TIMEOUT_MS)
+        context.set_default_timeout(NAV_TIMEOUT_MS)
+        page = context.new_page()
+        problems: list[str] = []
+        page.on("pageerror", lambda exc: problems.append(f"pageerror: {exc}"))
+        page.on("console", lambda msg: problems.append(f"console.{msg.type}: {msg.text}")
+                if msg.type in ("error", "warning") else None)
+        yield page, problems
+    finally:
+        context.close()
+
+
+def log_in(page: Page, base_url: str, username: str, password: str):
+    """Fill and submit the login form like a person would; returns the POST's response."""
+    page.goto(f"{base_url}/login")
+    form = page.locator("main form")
+    form.locator("input[name=username]").fill(username)
+    form.locator("input[name=password]").fill(password)
+    with page.expect_navigation() as nav:
+        form.locator("button[type=submit]").click()
+    return nav.value
+
+
+def count_entries(database_url: str, username: str) -> int:
+    with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute(ALICE_ENTRIES_SQL, (username,))
+        (count,) = cur.fetchone()
+    conn.close()
+    return int(count)
+
+
+def test_alice_sees_her_own_happiness_chart(site, browser, output_dir: Path) -> None:
+    with fresh_page(browser) as (page, problems):
+        response = log_in(page, site.url, "alice", DEMO_PASSWORD)
+        assert response is not None and response.ok, f"login answered {response and response.status}"
+        assert not page.url.rstrip("/").endswith("/login"), f"login did not leave the form: {page.url}"
+        assert "alice" in page.locator("header").inner_text()
+
+        # Alice's rows in the window, counted before and after the page's own query: rows only
+        # age out of a rolling 365-day window, so the browser's count lies between the two
+        # (and equals both unless an entry crossed the boundary during the few seconds between).
+        before = count_entries(site.settings.database_url, "alice")
+        assert before > 0, "the seed gave alice no entries in the last 365 days"
+
+        response = page.goto(f"{site.url}/dashboards/my-happiness")
+        assert response is not None and response.status == 200, f"dashboard answered {response and response.status}"
+        page.wait_for_selector(".bk-Canvas, canvas", state="attached", timeout=RENDER_TIMEOUT_MS)
+        try:
+            page.wait_for_function(CHART_READY_JS, timeout=RENDER_TIMEOUT_MS, polling=200)
+        except PlaywrightError as exc:
+            seen = "\n".join(problems[-20:]) or "(none)"
+            pytest.fail(f"the chart did not render alice's data within {RENDER_TIMEOUT_MS / 1000:.0f} s: {exc}\n"
+                        f"browser errors and warnings:\n{seen}")
+        state = page.evaluate(CHART_STATE_JS)
+        after = count_entries(site.settings.database_url, "alice")
+
+        # Let the canvas paint the data before the screenshot.
+        page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+        shot = output_dir / "browser" / "alice-my-happiness.png"
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shot), full_page=True)
+
+        assert state["documents"] == 1, state
+        assert state["status_tags"] == ["done"], state
+        assert state["scores"] == state["times"], state
+        assert min(before, after) <= state["scores"] <= max(before, after), (
+            f"the browser shows {state['scores']} points; PostgreSQL counts {before} (before) / {after} (after) "
+            f"entries of alice in the last 365 days")
+        if before == after:
+            assert state["scores"] == after
+
+        assert state["chart_title"] is not None, "no model named 'chart' in the document"
+        assert "alice" in state["chart_title"], state
+        assert "bob" not in state["chart_title"].lower(), state
+        assert "bob" not in (state["doc_title"] or "").lower(), state
+        assert "bob" not in page.title().lower(), page.title()
+        assert page.locator("#dashboard canvas, #dashboard .bk-Canvas").count() >= 1
+
+        assert shot.is_file(), shot
+        assert shot.stat().st_size > MIN_SCREENSHOT_BYTES, f"{shot} is only {shot.stat().st_size} bytes"
+
+
+def test_wrong_password_shows_error_and_stays_on_login(site, browser) -> None:
+    with fresh_page(browser) as (page, _problems):
+        response = log_in(page, site.url, "alice", "not-the-password")
+        assert response is not None and response.status == 401, response and response.status
+        assert page.url.split("?")[0].rstrip("/").endswith("/login"), page.url
+        alert = page.locator("p.error[role=alert]")
+        assert "Unknown username or wrong password" in alert.inner_text()
+        # Still the form, the username kept, no session: the dashboard sends us back to log in.
+        assert page.locator("main form input[name=password]").count() == 1
+        assert page.locator("main form input[name=username]").input_value() == "alice"
+        page.goto(f"{site.url}/dashboards/my-happiness")
+        assert page.url.split("?")[0].rstrip("/").endswith("/login"), page.url
+
+
+def test_member_gets_readable_403_for_teams(site, browser) -> None:
+    with fresh_page(browser) as (page, _problems):
+        response = log_in(page, site.url, "alice", DEMO_PASSWORD)
+        assert response is not None and response.ok
+        response = page.goto(f"{site.url}/dashboards/teams")
+        assert response is not None and response.status == 403, response and response.status
+        body = page.locator("body").inner_text()
+        assert "403" in page.locator("main h1").inner_text(), body
+        assert "may not open teams" in body, body
+        assert "may not open teams" in page.locator("p.error[role=alert]").inner_text()
+        assert page.locator("canvas").count() == 0
