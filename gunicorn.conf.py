@@ -19,6 +19,9 @@ access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'  # path only: no q
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
 proc_name = "happiness"
+# gunicorn 24+ opens a control socket at one fixed per-user path; several sites on one host
+# (tests, `make run`, scaled app hosts) would fight over it, and nothing here uses it.
+control_socket_disable = True
 
 
 def on_starting(server):

@@ -7,7 +7,7 @@ input the apps' SQL filters on, so access is enforced in the query itself.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from typing import Any, Callable, Mapping
 
 MEMBER, LEAD, ADMIN = "member", "lead", "admin"
@@ -177,6 +177,3 @@ def authorize(principal: Principal, name: str, params: Mapping[str, Any]) -> dic
         return {}
     raise UnknownDashboard(name)  # pragma: no cover - DASHBOARDS and this function change together
 
-
-def default_date_range(today: date, days: int = 365) -> tuple[date, date]:
-    return today - timedelta(days=days), today

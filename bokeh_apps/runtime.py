@@ -84,7 +84,9 @@ class WorkerRuntime:
     async def _reconnect(self) -> None:
         try:
             self.control.terminate()
-            self.control = await asyncpg.connect(self.settings.database_url)
+            self.control = await asyncpg.connect(
+                self.settings.database_url,
+                server_settings={"application_name": f"bokeh-{self.reservation.name}-control"})
         except (OSError, asyncpg.PostgresError):
             log.warning("control connection of %s still down", self.reservation.name)
 
