@@ -170,7 +170,7 @@ class PortRegistry:
 def live_workers(conn: Connection, ttl_seconds: float) -> list[WorkerRecord]:
     rows = conn.execute(text(f"SELECT id, host, port, pid, sessions + pending AS sessions, started_at, heartbeat_at "
                              f"FROM bokeh_workers WHERE {_LIVE} ORDER BY id"), {"ttl": ttl_seconds}).all()
-    return [WorkerRecord(r.id, r.host, r.port, r.pid, r.sessions, r.started_at, r.heartbeat_at) for r in rows]
+    return [_record(r) for r in rows]
 
 
 def choose_worker(conn: Connection, ttl_seconds: float, *, local_host: str,
@@ -193,8 +193,11 @@ def choose_worker(conn: Connection, ttl_seconds: float, *, local_host: str,
             LIMIT 1)
         RETURNING id, host, port, pid, sessions + pending AS sessions, started_at, heartbeat_at
     """), {"ttl": ttl_seconds, "prefer": prefer_id or 0, "host": local_host}).first()
-    if row is None:
-        return None
+    return None if row is None else _record(row)
+
+
+def _record(row) -> WorkerRecord:
+    """A registry row selected as (id, host, port, pid, sessions, started_at, heartbeat_at)."""
     return WorkerRecord(row.id, row.host, row.port, row.pid, row.sessions, row.started_at, row.heartbeat_at)
 
 
