@@ -15,9 +15,12 @@ ROLES = (MEMBER, LEAD, ADMIN)
 
 SLOW_QUERY_MAX_SECONDS = 60.0
 SLOW_QUERY_DEFAULT_SECONDS = 5.0
+# `variant` only makes otherwise identical slow queries distinct (load testers defeat coalescing with it).
+SLOW_QUERY_MAX_VARIANT = 10**9
 # The generated history spans about two years; windows are days of a rolling mean.
 MAX_DAYS = 3650
 MAX_WINDOW = 90
+BLOCKING_BASELINE = "slow-query-blocking"
 
 
 class AccessError(Exception):
@@ -47,10 +50,14 @@ class Principal:
     role: str
     team_id: int | None
     is_loadtest: bool = False
+    # Concurrent long queries this user may run; None means the site's USER_QUERY_LIMIT.
+    query_limit: int | None = None
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise AccessDenied(f"unknown role {self.role!r}")
+        if self.query_limit is not None and not (isinstance(self.query_limit, int) and self.query_limit >= 1):
+            raise AccessDenied(f"invalid query limit {self.query_limit!r}")
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,8 @@ class Dashboard:
     allowed: Callable[[Principal], bool]
     parse: Callable[[Mapping[str, str]], dict[str, Any]]
     params: tuple[str, ...] = field(default=())
+    # Unlisted dashboards are not in the menu; Flask serves them only when the site enables them.
+    listed: bool = True
 
 
 def _int_param(args: Mapping[str, str], name: str, default: int | None, lo: int, hi: int) -> int | None:
@@ -102,9 +111,10 @@ def _parse_teams(args: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _parse_slow(args: Mapping[str, str]) -> dict[str, Any]:
+    variant = _int_param(args, "variant", 0, 0, SLOW_QUERY_MAX_VARIANT)
     raw = args.get("seconds")
     if raw is None or raw == "":
-        return {"seconds": SLOW_QUERY_DEFAULT_SECONDS}
+        return {"seconds": SLOW_QUERY_DEFAULT_SECONDS, "variant": variant}
     try:
         seconds = float(raw)
     except (TypeError, ValueError):
@@ -112,7 +122,7 @@ def _parse_slow(args: Mapping[str, str]) -> dict[str, Any]:
     if seconds != seconds:  # NaN
         raise ParamError("'seconds' must be a number")
     # Clamped, not refused: load testers sweep this value and want the nearest valid run.
-    return {"seconds": min(max(seconds, 0.0), SLOW_QUERY_MAX_SECONDS)}
+    return {"seconds": min(max(seconds, 0.0), SLOW_QUERY_MAX_SECONDS), "variant": variant}
 
 
 DASHBOARDS: dict[str, Dashboard] = {
@@ -125,7 +135,11 @@ DASHBOARDS: dict[str, Dashboard] = {
         Dashboard("teams", "All teams", "Every team compared, with a date range and rolling window.",
                   lambda p: p.role in (LEAD, ADMIN), _parse_teams, ("start", "end", "window")),
         Dashboard("slow-query", "Slow query", "A query that takes ?seconds=N, for load testing.",
-                  lambda p: p.role == ADMIN or p.is_loadtest, _parse_slow, ("seconds",)),
+                  lambda p: p.role == ADMIN or p.is_loadtest, _parse_slow, ("seconds", "variant")),
+        Dashboard(BLOCKING_BASELINE, "Slow query, blocking baseline",
+                  "The same query run synchronously in the app function, as common embed examples do "
+                  "(benchmark baseline; stalls its worker).",
+                  lambda p: p.role == ADMIN or p.is_loadtest, _parse_slow, ("seconds", "variant"), listed=False),
     )
 }
 
@@ -139,7 +153,7 @@ def dashboard(name: str) -> Dashboard:
 
 def dashboards_for(principal: Principal) -> list[Dashboard]:
     """The dashboards this user may open, in menu order."""
-    return [d for d in DASHBOARDS.values() if d.allowed(principal)]
+    return [d for d in DASHBOARDS.values() if d.listed and d.allowed(principal)]
 
 
 def parse_params(name: str, args: Mapping[str, str]) -> dict[str, Any]:
@@ -173,7 +187,7 @@ def authorize(principal: Principal, name: str, params: Mapping[str, Any]) -> dic
         return {"team_id": principal.team_id}
     if name == "teams":
         return {"all_teams": True}
-    if name == "slow-query":
+    if name in ("slow-query", BLOCKING_BASELINE):
         return {}
     raise UnknownDashboard(name)  # pragma: no cover - DASHBOARDS and this function change together
 

@@ -154,7 +154,8 @@ class EmbeddedBokehServer:
         from bokeh_apps.runtime import WorkerRuntime
 
         self.runtime = await WorkerRuntime.open(self.settings, self.reservation, self.session_count_fn)
-        applications = self._applications if self._applications is not None else bokeh_apps.applications()
+        applications = (self._applications if self._applications is not None
+                        else bokeh_apps.applications(blocking_baseline=self.settings.blocking_baseline))
         tornado_app = BokehTornado(
             dict(applications),
             prefix=self.prefix,

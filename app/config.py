@@ -51,6 +51,13 @@ class Settings:
     session_token_ttl_seconds: int = 120
     db_pool_size: int = 50
     statement_timeout_seconds: float = 60.0
+    # Long queries one user may have running at once; more wait in a queue ("queued, 2nd").
+    user_query_limit: int = 4
+    # Result cache per dashboard, seconds; 0 is off. Teams aggregates the whole history and
+    # changes slowly; slow-query is for load testing, where a cache would hide the load.
+    query_cache_ttl: tuple[tuple[str, float], ...] = (("teams", 60.0),)
+    # Serve slow-query-blocking, the synchronous baseline `make bench` compares against.
+    blocking_baseline: bool = False
     nginx_bin: str = "nginx"
     seed_demo: bool = False
 
@@ -61,6 +68,9 @@ class Settings:
     @property
     def bokeh_secret_bytes(self) -> bytes:
         return self.bokeh_secret_key.encode()
+
+    def cache_ttl(self, dashboard: str) -> float:
+        return dict(self.query_cache_ttl).get(dashboard, 0.0)
 
     @property
     def websocket_origins(self) -> list[str]:
@@ -96,6 +106,9 @@ class Settings:
             session_token_ttl_seconds=_int(env, "SESSION_TOKEN_TTL_SECONDS", 120, 5, 3600),
             db_pool_size=_int(env, "DB_POOL_SIZE", 50, 1, 1000),
             statement_timeout_seconds=_float(env, "STATEMENT_TIMEOUT_SECONDS", 60.0, 0.1, 86400),
+            user_query_limit=_int(env, "USER_QUERY_LIMIT", 4, 1, 10000),
+            query_cache_ttl=_cache_ttl(env.get("QUERY_CACHE_TTL", "teams=60")),
+            blocking_baseline=_bool(env, "BLOCKING_BASELINE", False),
             nginx_bin=env.get("NGINX_BIN", "nginx"),
             seed_demo=_bool(env, "SEED_DEMO", is_dev),
         )
@@ -130,6 +143,8 @@ class Settings:
                 value = f"{value[0]}-{value[1]}"
             elif f.name == "public_hosts":
                 value = ",".join(value)
+            elif f.name == "query_cache_ttl":
+                value = ",".join(f"{k}={v:g}" for k, v in value)
             elif isinstance(value, bool):
                 value = "1" if value else "0"
             out[f.name.upper()] = str(value)
@@ -183,3 +198,20 @@ def _port_range(raw: str) -> tuple[int, int]:
         raise ConfigError(f"BOKEH_PORT_RANGE must lie within 1024-65535 with low <= high, got {raw!r}")
     return lo, hi
 
+
+
+def _cache_ttl(raw: str) -> tuple[tuple[str, float], ...]:
+    """'teams=60,slow-query=0' -> (("teams", 60.0), ("slow-query", 0.0))."""
+    out: dict[str, float] = {}
+    for item in (i.strip() for i in raw.split(",")):
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        try:
+            seconds = float(value) if sep else float("nan")
+        except ValueError:
+            seconds = float("nan")
+        if not name.strip() or not (0 <= seconds <= 86400):
+            raise ConfigError(f"QUERY_CACHE_TTL must look like teams=60,slow-query=0 (0-86400 s), got {raw!r}")
+        out[name.strip()] = seconds
+    return tuple(out.items())

@@ -46,12 +46,15 @@ class User(UserMixin, Base):
     team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id"), index=True)
     # Load-test accounts (issue: load tester) may get larger query caps.
     is_loadtest: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    # Concurrent long queries this user may run; None means the site's USER_QUERY_LIMIT.
+    query_limit: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     team: Mapped[Team | None] = relationship(back_populates="members")
 
     __table_args__ = (
         CheckConstraint("role = 'admin' OR team_id IS NOT NULL", name="non_admins_have_a_team"),
+        CheckConstraint("query_limit IS NULL OR query_limit BETWEEN 1 AND 10000", name="query_limit_positive"),
     )
 
     def set_password(self, password: str) -> None:

@@ -100,7 +100,9 @@ class PostgresCluster:
             self._run(str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
                       "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8")
         options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.base_dir} "
-                   f"-c max_connections={self.max_connections} -c fsync=off -c full_page_writes=off")
+                   f"-c max_connections={self.max_connections} -c fsync=off -c full_page_writes=off "
+                   # Counts executions per statement: how the tests and `make bench` prove coalescing.
+                   "-c shared_preload_libraries=pg_stat_statements")
         self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),
                   "-o", options, "-w", "-t", "60", "start")
         self.ensure_role(APP_ROLE)

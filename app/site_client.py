@@ -18,7 +18,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from bokeh.document import Document
 from bokeh.protocol import Protocol
 from bokeh.protocol.receiver import Receiver
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
+from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -26,7 +27,18 @@ _AUTOLOAD = re.compile(r'xhr\.open\(\'GET\', "([^"]+/autoload\.js\?[^"]+)"')
 
 
 class ClientError(RuntimeError):
-    """The site answered something a browser user would see as a failure."""
+    """The site answered something a browser user would see as a failure.
+
+    `status` is the HTTP status when there was one (599: no answer at all).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ConnectionClosed(ClientError):
+    """The server closed the websocket."""
 
 
 @dataclass(frozen=True)
@@ -56,11 +68,13 @@ def parse_page(status: int, body: str) -> EmbeddedPage:
 class SiteClient:
     """One browser user: a cookie jar and the site's base URL."""
 
-    def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, *, timeout: float = 30.0, http: AsyncHTTPClient | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.cookies: SimpleCookie = SimpleCookie()
-        self.http = AsyncHTTPClient()
+        # Pass a shared client to lift tornado's default of 10 concurrent requests per client
+        # (AsyncHTTPClient(force_instance=True, max_clients=...)); the load tester does.
+        self.http = http or AsyncHTTPClient()
 
     @property
     def origin(self) -> str:
@@ -77,30 +91,33 @@ class SiteClient:
             body = urlencode(form)
             hdrs["Content-Type"] = "application/x-www-form-urlencoded"
         url = path if path.startswith("http") else self.base_url + path
-        response = await self.http.fetch(HTTPRequest(url, method=method, body=body, headers=hdrs,
-                                                     follow_redirects=False, request_timeout=self.timeout),
-                                         raise_error=False)
+        try:
+            response = await self.http.fetch(HTTPRequest(url, method=method, body=body, headers=hdrs,
+                                                         follow_redirects=False, request_timeout=self.timeout),
+                                             raise_error=False)
+        except (OSError, HTTPClientError, StreamClosedError) as exc:
+            # raise_error=False only covers answers with a status; no answer at all (refused,
+            # DNS, timeout, closed stream) still raises. The cause says which.
+            raise ClientError(f"cannot reach {url}: {exc}", status=599) from exc
         for cookie in response.headers.get_list("Set-Cookie"):
             self.cookies.load(cookie)
-        if response.code == 599:
-            raise ClientError(f"cannot reach {url}: {response.error}")
         return response
 
     async def login(self, username: str, password: str) -> None:
         page = await self.request("GET", "/login")
         match = _CSRF.search(page.body.decode())
         if match is None:
-            raise ClientError(f"no login form at {self.base_url}/login (HTTP {page.code})")
+            raise ClientError(f"no login form at {self.base_url}/login (HTTP {page.code})", status=page.code)
         response = await self.request("POST", "/login", form={"csrf_token": match.group(1),
                                                                 "username": username, "password": password})
         if response.code != 302:
-            raise ClientError(f"login as {username!r} failed (HTTP {response.code})")
+            raise ClientError(f"login as {username!r} failed (HTTP {response.code})", status=response.code)
 
     async def open_dashboard(self, name: str, **params: Any) -> EmbeddedPage:
         query = f"?{urlencode(params)}" if params else ""
         response = await self.request("GET", f"/dashboards/{name}{query}")
         if response.code != 200:
-            raise ClientError(f"/dashboards/{name} answered HTTP {response.code}")
+            raise ClientError(f"/dashboards/{name} answered HTTP {response.code}", status=response.code)
         return parse_page(response.code, response.body.decode())
 
     async def fetch_autoload(self, page: EmbeddedPage) -> HTTPResponse:
@@ -146,7 +163,7 @@ class BokehSession:
         while True:
             fragment = await self.ws.read_message()
             if fragment is None:
-                raise ClientError("the server closed the websocket")
+                raise ConnectionClosed("the server closed the websocket")
             message = await self.receiver.consume(fragment)
             if message is not None:
                 return message
@@ -163,6 +180,17 @@ class BokehSession:
             if message.msgtype == "PATCH-DOC":
                 message.apply_to_document(self.document)
         return time.monotonic() - started
+
+    async def settle(self, seconds: float) -> None:
+        """Apply whatever the server sends during the next `seconds`."""
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                message = await asyncio.wait_for(self._read(), remaining)
+            except asyncio.TimeoutError:
+                return
+            if message.msgtype == "PATCH-DOC":
+                message.apply_to_document(self.document)
 
     def model(self, name: str) -> Any:
         return self.document.select_one({"name": name})

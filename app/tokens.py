@@ -35,7 +35,7 @@ class SessionClaims:
     def to_payload(self) -> dict[str, Any]:
         p = self.principal
         return {"uid": p.user_id, "usr": p.username, "role": p.role, "team": p.team_id,
-                "lt": p.is_loadtest, "dash": self.dashboard, "params": dict(self.params), "wkr": self.worker}
+                "lt": p.is_loadtest, "lim": p.query_limit, "dash": self.dashboard, "params": dict(self.params), "wkr": self.worker}
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> "SessionClaims":
@@ -48,7 +48,11 @@ class SessionClaims:
             raise TokenError("token claims are malformed")
         if not isinstance(payload["params"], dict):
             raise TokenError("token claims are malformed")
-        principal = Principal(payload["uid"], str(payload["usr"]), payload["role"], payload["team"], bool(payload["lt"]))
+        limit = payload.get("lim")
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise TokenError("token claims are malformed")
+        principal = Principal(payload["uid"], str(payload["usr"]), payload["role"], payload["team"],
+                              bool(payload["lt"]), limit)
         return cls(principal, str(payload["dash"]), payload["params"], str(payload["wkr"]))
 
 

@@ -5,7 +5,7 @@ from bokeh.document import Document
 from bokeh.models import ColumnDataSource, HoverTool
 from bokeh.plotting import figure
 
-from bokeh_apps.query import DocumentQuery, fetch, status_div
+from bokeh_apps.query import DocumentQuery
 from bokeh_apps.session import add_dashboard, session_info
 
 NAME = "my-happiness"
@@ -29,11 +29,10 @@ def build(doc: Document) -> None:
     fig.add_tools(HoverTool(tooltips=[("when", "@time{%F %H:%M}"), ("score", "@score")],
                             formatters={"@time": "datetime"}))
     fig.yaxis.axis_label = "happiness (1-10)"
-    status = status_div()
-    add_dashboard(doc, "My happiness", status, fig)
+    query = DocumentQuery(doc, info, "your history")
+    add_dashboard(doc, "My happiness", query.controls, fig)
 
     def apply(rows) -> None:
         source.data = {"time": [r["created_at"] for r in rows], "score": [r["score"] for r in rows]}
 
-    DocumentQuery(doc, status, "your history").run(
-        lambda: fetch(SQL, info.scope["user_id"], info.params["days"]), apply)
+    query.run(SQL, (info.scope["user_id"], info.params["days"]), apply)

@@ -1,102 +1,118 @@
-"""Run a document's query off the Bokeh loop's critical path and push the result when it lands.
+"""One document's query, as the user sees it: a live placeholder, a cancel button, the chart.
 
-The app function returns at once with a placeholder ("Running query ..., N s"); the query
-runs as a task on the worker's asyncpg pool without the document lock, and its result is
-applied in a next-tick callback, which Bokeh runs under the lock and sends to the browser.
-If the session is destroyed first, the task is cancelled and asyncpg asks PostgreSQL to
-cancel the statement.
+The app function returns at once; the query runs as a task through the worker's query
+service, without the document lock, and its result is applied in a next-tick callback,
+which Bokeh runs under the lock and sends to the browser. The placeholder says what runs
+(or where the query waits in line) and the seconds elapsed, every second.
+
+The query stops as soon as nobody can see it: on the cancel button, when the websocket
+closes (tab closed, navigated away: Bokeh's ConnectionLost event, within milliseconds)
+and when the session is destroyed (expired, or never connected).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Callable, Sequence
 
-import asyncpg
 from bokeh.document import Document
-from bokeh.models import Div
+from bokeh.events import ConnectionLost
+from bokeh.layouts import row
+from bokeh.models import Button, Div, UIElement
 
 from bokeh_apps import runtime
+from bokeh_apps.coalescer import QueryFailed
+from bokeh_apps.query_service import QuerySpec
+from bokeh_apps.session import SessionInfo
 
 log = logging.getLogger(__name__)
 
-RUNNING, DONE, ERROR, CANCELLED = "running", "done", "error", "cancelled"
+RUNNING, QUEUED, DONE, ERROR, CANCELLED = "running", "queued", "done", "error", "cancelled"
 TICK_MS = 1000
 
 
-async def fetch(sql: str, *args: Any) -> Sequence[asyncpg.Record]:
-    """Run one read-only statement on the worker's pool (under its statement_timeout)."""
-    pool = runtime.current().pool
-    async with pool.acquire() as conn:
-        return await conn.fetch(sql, *args)
-
-
-def describe_error(exc: BaseException, timeout_s: float) -> str:
-    if isinstance(exc, asyncpg.QueryCanceledError):
-        return f"The query took longer than {timeout_s:g} s and was stopped."
-    if isinstance(exc, (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)):
-        return "The database could not be reached; reload the page to try again."
-    return "The query failed; reload the page to try again."
-
-
-def status_div() -> Div:
-    return Div(name="query-status", text="", tags=[RUNNING], styles={"color": "#555", "min-height": "1.5em"})
-
-
 class DocumentQuery:
-    """One query for one document, with a live placeholder and cancellation."""
+    """The query of one document. `controls` (status text + button) goes into the layout."""
 
-    def __init__(self, doc: Document, status: Div, label: str) -> None:
+    def __init__(self, doc: Document, info: SessionInfo, label: str) -> None:
         self.doc = doc
-        self.status = status
+        self.info = info
         self.label = label
+        self.status = Div(name="query-status", text="", tags=[RUNNING],
+                          styles={"color": "#555", "min-height": "1.5em"})
+        self.button = Button(name="query-cancel", label="Cancel", button_type="light", width=110,
+                             visible=False)
+        self.button.on_click(self._on_button)
+        self.controls: UIElement = row(self.status, self.button, name="query-controls")
         self.task: asyncio.Task | None = None
-        self._started = 0.0
+        self._last: tuple[str, tuple, Callable[[Sequence[Any]], None]] | None = None
+        self._progress = None
         self._ticker = None
-        doc.on_session_destroyed(self._on_destroyed)
+        doc.on_event(ConnectionLost, lambda _event: self.cancel(CANCELLED, "Query cancelled: the page was closed."))
+        doc.on_session_destroyed(lambda _ctx: self.cancel())
 
-    def run(self, query: Callable[[], Awaitable[Any]], apply: Callable[[Any], None]) -> None:
-        """Start `query`; call `apply(result)` under the document lock when it returns."""
+    def run(self, sql: str, args: Sequence[Any], apply: Callable[[Sequence[Any]], None]) -> None:
+        """Run `sql`; call `apply(rows)` under the document lock when the rows arrive."""
         self.cancel()
-        self._started = time.monotonic()
-        self._show(RUNNING, f"Running query: {self.label}, 0 s")
-        self._ticker = self.doc.add_periodic_callback(self._tick, TICK_MS)
-        self.task = asyncio.get_running_loop().create_task(self._job(query, apply))
+        rt = runtime.current()
+        claims = self.info.claims
+        spec = QuerySpec(claims.dashboard, self.label, sql, tuple(args), self.info.scope, claims.principal.user_id,
+                         claims.principal.query_limit or rt.settings.user_query_limit,
+                         rt.settings.cache_ttl(claims.dashboard))
+        self._last = (sql, tuple(args), apply)
+        self._progress = rt.queries.progress(spec)
+        self._progress.on_change = lambda: self.doc.add_next_tick_callback(self._render)
+        self._render()
+        self.button.update(label="Cancel", visible=True)
+        self._ticker = self.doc.add_periodic_callback(self._render, TICK_MS)
+        self.task = asyncio.get_running_loop().create_task(self._job(spec, self._progress, apply))
 
-    def cancel(self) -> None:
-        if self.task is not None and not self.task.done():
+    def cancel(self, state: str | None = None, text: str = "Query cancelled.") -> None:
+        """Stop the query, if one runs; show `state` (from a callback holding the lock)."""
+        running = self.task is not None and not self.task.done()
+        if running:
             self.task.cancel()
         self._stop_ticker()
+        if running and state is not None:
+            self._show(state, text)
+            self.button.update(label="Run again", visible=True)
 
-    async def _job(self, query: Callable[[], Awaitable[Any]], apply: Callable[[Any], None]) -> None:
+    def _on_button(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.cancel(CANCELLED, "Query cancelled.")
+        elif self._last is not None:
+            sql, args, apply = self._last
+            self.run(sql, args, apply)
+
+    async def _job(self, spec: QuerySpec, progress: Any, apply: Callable[[Sequence[Any]], None]) -> None:
         try:
-            result = await query()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("query %r failed: %r", self.label, exc)
-            message = describe_error(exc, runtime.current().settings.statement_timeout_seconds)
+            result = await runtime.current().queries.run(spec, progress)
+        except QueryFailed as exc:
+            message = str(exc)
             self.doc.add_next_tick_callback(lambda: self._finish(ERROR, message))
             return
-        elapsed = time.monotonic() - self._started
+        elapsed = time.monotonic() - progress.started
 
         def _apply() -> None:
             apply(result)
             self._finish(DONE, f"{self.label}: {elapsed:.1f} s")
         self.doc.add_next_tick_callback(_apply)
 
-    def _tick(self) -> None:
-        if self.task is not None and not self.task.done():
-            self._show(RUNNING, f"Running query: {self.label}, {time.monotonic() - self._started:.0f} s")
+    def _render(self) -> None:
+        if self._progress is not None and (self.task is None or not self.task.done()):
+            self._show(*self._progress.describe())
 
     def _finish(self, state: str, text: str) -> None:
         self._stop_ticker()
         self._show(state, text)
+        self.button.update(visible=state == ERROR, label="Run again")
 
     def _show(self, state: str, text: str) -> None:
-        self.status.text = text
-        self.status.tags = [state]
+        if self.status.text != text:
+            self.status.text = text
+        if self.status.tags != [state]:
+            self.status.tags = [state]
 
     def _stop_ticker(self) -> None:
         if self._ticker is not None:
@@ -105,7 +121,3 @@ class DocumentQuery:
             except ValueError:
                 pass
             self._ticker = None
-
-    def _on_destroyed(self, _context: Any) -> None:
-        if self.task is not None and not self.task.done():
-            self.task.cancel()

@@ -1,4 +1,5 @@
-"""What a worker's Bokeh apps share: the asyncpg pool, the worker's identity, its heartbeat.
+"""What a worker's Bokeh apps share: the query service and its pools, the worker's identity,
+its heartbeat.
 
 Created by app.bokeh_server.EmbeddedBokehServer on the worker's Bokeh loop; apps reach it
 through `current()`. Everything here runs on that loop.
@@ -12,6 +13,10 @@ from typing import TYPE_CHECKING, Callable
 import asyncpg
 
 from app.registry import HEARTBEAT_SQL, REINSERT_SQL
+from bokeh_apps.coalescer import Coalescer
+from bokeh_apps.notifications import Notifications
+from bokeh_apps.query_service import QueryService
+from bokeh_apps.user_queue import UserQueue
 
 if TYPE_CHECKING:
     from app.config import Settings
@@ -21,6 +26,10 @@ log = logging.getLogger(__name__)
 
 # Connections kept open when idle: enough for a burst of fast dashboards without a connect.
 POOL_MIN_SIZE = 2
+# Bookkeeping (queue tickets, shared runs) takes one short statement per step; it has its
+# own pool so that it never waits behind long queries holding every query connection.
+BOOKKEEPING_POOL_SIZE = 4
+BOOKKEEPING_TIMEOUT_MS = "5000"
 CLOSE_TIMEOUT_S = 3.0
 
 _current: "WorkerRuntime | None" = None
@@ -34,11 +43,17 @@ def current() -> "WorkerRuntime":
 
 class WorkerRuntime:
     def __init__(self, settings: "Settings", reservation: "Reservation", pool: asyncpg.Pool,
+                 bookkeeping: asyncpg.Pool, notifications: Notifications,
                  control: asyncpg.Connection, count_sessions: Callable[[], int]) -> None:
         self.settings = settings
         self.reservation = reservation
         self.pool = pool
+        self.bookkeeping = bookkeeping
+        self.notifications = notifications
         self.control = control
+        self.coalescer = Coalescer(bookkeeping, notifications, reservation.worker_id)
+        self.queries = QueryService(pool, settings.db_pool_size, UserQueue(bookkeeping, notifications, reservation.worker_id),
+                                    self.coalescer, settings.statement_timeout_seconds)
         self._count_sessions = count_sessions
         self._heartbeat: asyncio.Task | None = None
         # Sessions created since the last heartbeat (the registry counts them as pending).
@@ -59,9 +74,15 @@ class WorkerRuntime:
             # Every query of every app runs under this limit; the server stops it, not us.
             server_settings={"statement_timeout": timeout_ms, "application_name": f"bokeh-{reservation.name}"},
         )
+        bookkeeping = await asyncpg.create_pool(
+            settings.database_url, min_size=1, max_size=BOOKKEEPING_POOL_SIZE,
+            server_settings={"statement_timeout": BOOKKEEPING_TIMEOUT_MS,
+                             "application_name": f"bokeh-{reservation.name}-bookkeeping"})
         control = await asyncpg.connect(settings.database_url,
                                         server_settings={"application_name": f"bokeh-{reservation.name}-control"})
-        _current = cls(settings, reservation, pool, control, count_sessions)
+        notifications = Notifications(settings.database_url, f"bokeh-{reservation.name}-listen")
+        _current = cls(settings, reservation, pool, bookkeeping, notifications, control, count_sessions)
+        await notifications.start()  # after the services above subscribed their channels
         return _current
 
     def start_heartbeat(self) -> None:
@@ -76,6 +97,7 @@ class WorkerRuntime:
                 if status == "UPDATE 0":
                     log.warning("registry row of %s was reclaimed; registering again", r.name)
                     await self.control.execute(REINSERT_SQL, r.worker_id, r.host, r.port, r.pid)
+                await self.coalescer.purge()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 log.exception("heartbeat of %s failed; reconnecting", r.name)
                 await self._reconnect()
@@ -94,10 +116,13 @@ class WorkerRuntime:
         global _current
         if self._heartbeat is not None:
             self._heartbeat.cancel()
-        try:
-            await asyncio.wait_for(self.pool.close(), CLOSE_TIMEOUT_S)
-        except (asyncio.TimeoutError, OSError):
-            self.pool.terminate()
+        await self.coalescer.close()
+        await self.notifications.close()
+        for pool in (self.pool, self.bookkeeping):
+            try:
+                await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT_S)
+            except (asyncio.TimeoutError, OSError):
+                pool.terminate()
         self.control.terminate()
         if _current is self:
             _current = None

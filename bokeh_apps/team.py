@@ -5,7 +5,7 @@ from bokeh.document import Document
 from bokeh.models import ColumnDataSource, HoverTool
 from bokeh.plotting import figure
 
-from bokeh_apps.query import DocumentQuery, fetch, status_div
+from bokeh_apps.query import DocumentQuery
 from bokeh_apps.session import add_dashboard, session_info
 
 NAME = "team"
@@ -27,8 +27,8 @@ def build(doc: Document) -> None:
     fig.line("day", "mean", source=source, line_width=2)
     fig.add_tools(HoverTool(tooltips=[("day", "@day{%F}"), ("mean", "@mean{0.0}"), ("entries", "@entries")],
                             formatters={"@day": "datetime"}))
-    status = status_div()
-    add_dashboard(doc, "Team happiness", status, fig)
+    query = DocumentQuery(doc, info, "team averages")
+    add_dashboard(doc, "Team happiness", query.controls, fig)
 
     def apply(rows) -> None:
         if rows:
@@ -36,5 +36,4 @@ def build(doc: Document) -> None:
         source.data = {"day": [r["day"] for r in rows], "mean": [r["mean"] for r in rows],
                        "entries": [r["entries"] for r in rows]}
 
-    DocumentQuery(doc, status, "team averages").run(
-        lambda: fetch(SQL, info.scope["team_id"], info.params["days"]), apply)
+    query.run(SQL, (info.scope["team_id"], info.params["days"]), apply)

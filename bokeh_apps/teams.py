@@ -17,7 +17,7 @@ from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
 from app.access import MAX_WINDOW
-from bokeh_apps.query import DocumentQuery, fetch, status_div
+from bokeh_apps.query import DocumentQuery
 from bokeh_apps.session import SessionInfo, session_info, worker_tags
 
 NAME = "teams"
@@ -54,14 +54,13 @@ class TeamsComparison(param.Parameterized):
         self.figure.multi_line("xs", "ys", line_color="color", legend_field="team", line_width=2, source=self.source)
         self.figure.add_tools(HoverTool(tooltips=[("team", "@team")]))
         self.figure.legend.location = "bottom_left"
-        self.status = status_div()
-        self.query = DocumentQuery(doc, self.status, "teams compared")
+        self.query = DocumentQuery(doc, info, "teams compared")
         self.refresh()
 
     @param.depends("date_range", "window", watch=True)
     def refresh(self) -> None:
         start, end = self.date_range
-        self.query.run(lambda: fetch(SQL, _as_date(start), _as_date(end), self.window), self._apply)
+        self.query.run(SQL, (_as_date(start), _as_date(end), self.window), self._apply)
 
     def _apply(self, rows) -> None:
         teams: dict[str, tuple[list, list]] = {}
@@ -84,7 +83,7 @@ def build(doc: Document) -> None:
     controls = pn.Param(view, parameters=["date_range", "window"], show_name=False,
                         widgets={"date_range": pn.widgets.DateRangePicker, "window": pn.widgets.IntSlider})
     layout = pn.Column(
-        pn.pane.Bokeh(view.status), controls, pn.pane.Bokeh(view.figure),
+        pn.pane.Bokeh(view.query.controls), controls, pn.pane.Bokeh(view.figure),
         sizing_mode="stretch_width", name="dashboard", tags=worker_tags(),
     )
     doc.title = "Teams compared"

@@ -15,7 +15,7 @@ MAX_NOTE = 500
 
 
 def principal_of(user: User) -> access.Principal:
-    return access.Principal(user.id, user.username, user.role.value, user.team_id, user.is_loadtest)
+    return access.Principal(user.id, user.username, user.role.value, user.team_id, user.is_loadtest, user.query_limit)
 
 
 @bp.get("/")
@@ -51,7 +51,10 @@ def log_entry():
 def show(name: str):
     settings = current_app.config["SETTINGS"]
     principal = principal_of(current_user)
-    params = access.parse_params(name, request.args)          # 404 / 400
+    board = access.dashboard(name)                              # 404
+    if not board.listed and not settings.blocking_baseline:
+        abort(404, description=f"{name} is only served when the site runs with BLOCKING_BASELINE=1.")
+    params = access.parse_params(name, request.args)          # 400
     access.authorize(principal, name, params)                   # 403
     worker = choose_worker(db.session.connection(), settings.registry_ttl_seconds,
                            local_host=settings.bokeh_host, prefer_id=local_worker_id())
@@ -60,6 +63,5 @@ def show(name: str):
         abort(503, description="No dashboard server is running right now; try again in a few seconds.")
     claims = tokens.SessionClaims(principal, name, params, worker.name)
     _session_id, token = tokens.mint(claims, settings.bokeh_secret_bytes, settings.session_token_ttl_seconds)
-    board = access.dashboard(name)
     return render_template("dashboards/show.html", board=board, worker=worker.name,
                            script=embed.autoload_tag(request.host_url, worker.name, name, token))

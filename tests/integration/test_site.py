@@ -5,68 +5,19 @@ import asyncio
 import json
 import os
 import signal
-import time
-import urllib.error
-import urllib.request
 from collections import Counter
 
 import panel  # noqa: F401  (registers Panel's models for documents pulled over the websocket)
-import psycopg2
-import pytest
 from bokeh.util.token import generate_jwt_token, generate_session_id
 from tornado.httpclient import HTTPClientError
 from tornado.websocket import websocket_connect
 from tornado.httpclient import HTTPRequest
 
 from app import tokens
-from app.access import Principal
 from app.site_client import BokehSession, SiteClient
-
-DEMO_PASSWORD = "demo"
-
-
-def http_get(url: str, headers: dict | None = None) -> tuple[int, dict, str]:
-    request = urllib.request.Request(url, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as r:
-            return r.status, dict(r.headers), r.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read().decode()
-
-
-def principal(site, username: str) -> Principal:
-    with psycopg2.connect(site.settings.database_url) as conn, conn.cursor() as cur:
-        cur.execute("SELECT id, role, team_id, is_loadtest FROM users WHERE username = %s", (username,))
-        uid, role, team, loadtest = cur.fetchone()
-    return Principal(uid, username, role, team, loadtest)
-
-
-def mint(site, username: str, dashboard: str, worker: str, params: dict, ttl: int = 60) -> str:
-    claims = tokens.SessionClaims(principal(site, username), dashboard, params, worker)
-    return tokens.mint(claims, site.settings.bokeh_secret_bytes, ttl)[1]
-
-
-def workers(site) -> dict[str, tuple[int, int]]:
-    """name -> (port, pid) of the live registered workers."""
-    return {f"w{wid}": (port, pid) for wid, port, pid in site.registered_workers()}
-
-
-def wait_until(condition, timeout: float, message: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(message)
-
-
-def sleeping_queries(site, worker: str) -> int:
-    with psycopg2.connect(site.settings.database_url) as conn, conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
-                    "AND state = 'active' AND query LIKE '%%pg_sleep%%'", (f"bokeh-{worker}",))
-        return cur.fetchone()[0]
-
+from tests.integration.helpers import (
+    DEMO_PASSWORD, account, http_get, mint, principal, sleeping_queries, wait_until, workers,
+)
 
 # -- registry and routing ---------------------------------------------------------------
 
@@ -233,11 +184,15 @@ def test_fast_dashboard_loads_while_twenty_slow_queries_run_on_the_same_worker(s
     name = sorted(workers(site))[0]
     ws_base = site.url.replace("http", "ws", 1) + f"/bokeh/{name}"
 
+    account(site, "many-queries", query_limit=50)
+
     async def scenario():
+        # Distinct variants: identical queries would share one execution.
         slow = await asyncio.gather(*(
             BokehSession.connect(f"{ws_base}/slow-query/ws",
-                                 mint(site, "admin", "slow-query", name, {"seconds": 5.0}), site.url)
-            for _ in range(20)))
+                                 mint(site, "many-queries", "slow-query", name, {"seconds": 5.0, "variant": i}),
+                                 site.url)
+            for i in range(20)))
         wait_until(lambda: sleeping_queries(site, name) >= 20, 10, "20 slow queries never ran at once")
         fast = await BokehSession.connect(f"{ws_base}/my-happiness/ws",
                                           mint(site, "alice", "my-happiness", name, {"days": 365}), site.url)
