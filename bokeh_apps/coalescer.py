@@ -68,12 +68,21 @@ class LocalRun:
         self.phase = "starting"
         self.position: Callable[[], int] = lambda: 0
         self.started = time.monotonic()
+        # Called on each phase change (the sessions' placeholders re-render at once).
+        self.listeners: list[Callable[[], None]] = []
 
     def set_queued(self, position: Callable[[], int]) -> None:
         self.phase, self.position = "queued", position
+        self._changed()
 
     def set_running(self) -> None:
-        self.phase = "running"
+        if self.phase != "running":
+            self.phase = "running"
+            self._changed()
+
+    def _changed(self) -> None:
+        for listener in self.listeners:
+            listener()
 
 
 Execute = Callable[[LocalRun], Awaitable[Sequence[Any]]]

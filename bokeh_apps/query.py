@@ -75,8 +75,8 @@ class DocumentQuery:
             self.task.cancel()
         self._stop_ticker()
         if running and state is not None:
-            self._show(state, text)
             self.button.update(label="Run again", visible=True)
+            self._show(state, text)
 
     def _on_button(self) -> None:
         if self.task is not None and not self.task.done():
@@ -104,9 +104,10 @@ class DocumentQuery:
             self._show(*self._progress.describe())
 
     def _finish(self, state: str, text: str) -> None:
+        # The button first: clients treat the status tag as the last word.
         self._stop_ticker()
-        self._show(state, text)
         self.button.update(visible=state == ERROR, label="Run again")
+        self._show(state, text)
 
     def _show(self, state: str, text: str) -> None:
         if self.status.text != text:

@@ -111,6 +111,8 @@ class QueryService:
         """The query's rows; raises QueryFailed with the message to show, or CancelledError."""
         def attach(run: LocalRun) -> None:
             progress.run = run
+            if progress.on_change is not None:
+                run.listeners.append(progress.on_change)
 
         async with self.user_queue.turn(spec.user_id, spec.limit, progress.moved):
             progress.moved(0)

@@ -125,7 +125,29 @@ def test_teams_start_after_end():
     ({"seconds": "-inf"}, 0.0),
 ])
 def test_slow_query_seconds_clamped(args, seconds):
-    assert parse_params("slow-query", args) == {"seconds": seconds}
+    assert parse_params("slow-query", args) == {"seconds": seconds, "variant": 0}
+
+
+@pytest.mark.parametrize("raw, error", [("-1", "between 0 and"), ("x", "whole number"), ("1e3", "whole number"),
+                                        (str(10**9 + 1), "between 0 and")])
+def test_slow_query_variant_is_a_bounded_whole_number(raw, error):
+    with pytest.raises(ParamError, match=error):
+        parse_params("slow-query", {"variant": raw})
+    assert parse_params("slow-query", {"variant": "17", "seconds": "1"}) == {"seconds": 1.0, "variant": 17}
+
+
+def test_the_blocking_baseline_is_unlisted_but_authorized_like_slow_query():
+    assert "slow-query-blocking" not in [d.name for d in dashboards_for(ADMIN)]
+    assert authorize(ADMIN, "slow-query-blocking", {"seconds": 1.0}) == {}
+    assert authorize(LOADTESTER, "slow-query-blocking", {"seconds": 1.0}) == {}
+    with pytest.raises(AccessDenied):
+        authorize(MEMBER, "slow-query-blocking", {"seconds": 1.0})
+
+
+@pytest.mark.parametrize("limit", [0, -1, "4", 2.5])
+def test_a_principal_query_limit_must_be_a_positive_whole_number(limit):
+    with pytest.raises(AccessDenied, match="invalid query limit"):
+        Principal(1, "x", "member", 1, query_limit=limit)
 
 
 @pytest.mark.parametrize("raw", ["nan", "NaN", "soon", "1,5"])

@@ -220,3 +220,19 @@ def test_as_env_formats():
     assert out["SEED_DEMO"] == "1"
     assert out["WEB_CONCURRENCY"] == "4"
     assert out["APP_ENV"] == "production"
+
+
+def test_query_settings_defaults_and_parsing():
+    s = Settings.from_env({"APP_ENV": "dev", "DATABASE_URL": "postgresql://x/y"})
+    assert s.user_query_limit == 4 and s.cache_ttl("teams") == 60.0 and s.cache_ttl("slow-query") == 0.0
+    assert s.blocking_baseline is False
+    s = Settings.from_env({"APP_ENV": "dev", "DATABASE_URL": "postgresql://x/y", "USER_QUERY_LIMIT": "9",
+                           "QUERY_CACHE_TTL": " teams=5 , slow-query=2.5", "BLOCKING_BASELINE": "1"})
+    assert (s.user_query_limit, s.cache_ttl("teams"), s.cache_ttl("slow-query"), s.blocking_baseline) == (9, 5.0, 2.5, True)
+    assert Settings.from_env(s.as_env()) == s
+
+
+@pytest.mark.parametrize("raw", ["teams", "teams=", "teams=-1", "=5", "teams=x", "teams=99999999"])
+def test_query_cache_ttl_must_be_name_equals_seconds(raw):
+    with pytest.raises(ConfigError, match="QUERY_CACHE_TTL must look like"):
+        Settings.from_env({"APP_ENV": "dev", "DATABASE_URL": "postgresql://x/y", "QUERY_CACHE_TTL": raw})

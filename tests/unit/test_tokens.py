@@ -140,3 +140,13 @@ def test_validly_signed_but_malformed_claims(extra):
 def test_garbage(garbage):
     with pytest.raises(TokenError, match="signature is not valid|malformed"):
         verify(garbage, SECRET)
+
+
+def test_query_limit_travels_in_the_token_and_is_checked():
+    claims = SessionClaims(Principal(7, "lt-1", "lead", 2, is_loadtest=True, query_limit=50), "slow-query", {}, "w1")
+    back = SessionClaims.from_payload(claims.to_payload())
+    assert back.principal.query_limit == 50
+    for bad in (0, "50", 2.5):
+        payload = {**claims.to_payload(), "lim": bad}
+        with pytest.raises(TokenError, match="malformed"):
+            SessionClaims.from_payload(payload)

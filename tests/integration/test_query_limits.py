@@ -1,0 +1,65 @@
+"""A small site (one worker, two database connections, a 1.5 s statement_timeout): the
+worker's cap and the timeout message."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from app import prestart
+from app.config import Settings
+from app.launcher import Site
+from tests.conftest import site_env
+from tests.integration.helpers import account, sleeping_queries, wait_until, workers
+from tests.integration.test_queries import open_sessions, status_text
+
+
+@pytest.fixture(scope="module")
+def small_site(pg, output_dir):
+    url = pg.create_database("small_site")
+    env = site_env(url, WEB_CONCURRENCY="1", DB_POOL_SIZE="2", STATEMENT_TIMEOUT_SECONDS="1.5")
+    prestart.run(Settings.from_env(env), people_per_team=2, history_days=30)
+    running = Site(env, log_dir=output_dir / "small-site-logs").start()
+    yield running
+    running.stop()
+
+
+def test_queries_beyond_the_pool_wait_in_line_for_the_worker(small_site):
+    account(small_site, "pool-user", query_limit=20)
+    (name,) = workers(small_site)
+
+    async def scenario():
+        sessions = []
+        for i in range(4):
+            sessions += await open_sessions(small_site, "pool-user", "slow-query",
+                                            [{"seconds": 1.2, "variant": i}], [name])
+        await asyncio.gather(*(s.settle(0.4) for s in sessions))
+        early = [(s.query_state, status_text(s)) for s in sessions]
+        running = sleeping_queries(small_site, name)
+        await asyncio.gather(*(s.wait_for_chart(timeout=20) for s in sessions))
+        for s in sessions:
+            s.close()
+        return early, running, [s.query_state for s in sessions]
+    early, running, states = asyncio.run(scenario())
+    assert running <= 2
+    assert [state for state, _ in early] == ["running", "running", "queued", "queued"], early
+    assert "1st in line for this server's 2 database connections" in early[2][1]
+    assert "2nd in line" in early[3][1]
+    assert states == ["done"] * 4
+
+
+def test_a_query_past_statement_timeout_shows_why_instead_of_a_blank_chart(small_site):
+    account(small_site, "pool-user", query_limit=20)
+    (name,) = workers(small_site)
+
+    async def scenario():
+        (s,) = await open_sessions(small_site, "pool-user", "slow-query", [{"seconds": 5, "variant": 99}], [name])
+        await s.wait_for_chart(timeout=10)
+        s.close()
+        return s.query_state, status_text(s), len(s.model("chart-source").data["x"]), s.model("query-cancel")
+    state, text, points, button = asyncio.run(scenario())
+    assert state == "error"
+    assert text == "The query took longer than 1.5 s and was stopped."
+    assert points == 0
+    assert button.visible and button.label == "Run again"
+    wait_until(lambda: sleeping_queries(small_site, name) == 0, 3, "the timed-out query still runs")
