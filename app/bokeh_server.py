@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -38,6 +39,13 @@ KEEP_ALIVE_MS = 37_000
 CHECK_UNUSED_MS = 5_000
 UNUSED_LIFETIME_MS = 15_000
 STARTUP_TIMEOUT_S = 60.0
+
+
+def configure_bokeh(settings: Settings) -> None:
+    """Bokeh validates every new session's document (about 4 ms of CPU for a small one).
+    The apps are validated in dev and by the tests; production skips it, unless
+    BOKEH_VALIDATE_DOC says otherwise."""
+    os.environ.setdefault("BOKEH_VALIDATE_DOC", "true" if settings.is_dev else "false")
 
 
 def _token_from(handler: Any) -> str | None:
@@ -100,6 +108,7 @@ class EmbeddedBokehServer:
     # lifecycle ---------------------------------------------------------------
     def start(self) -> None:
         """Start serving; return once the server accepts connections (or raise)."""
+        configure_bokeh(self.settings)
         self._thread = threading.Thread(target=self._run, name=f"bokeh-{self.reservation.name}", daemon=True)
         self._thread.start()
         if not self._ready.wait(STARTUP_TIMEOUT_S):
@@ -178,6 +187,8 @@ class EmbeddedBokehServer:
         self._server = BaseServer(IOLoop.current(), tornado_app, http_server)
         self._server.start()
         self.runtime.start_heartbeat()
+        from bokeh_apps import collector
+        collector.install()  # last: what exists now is the long-lived heap
         log.info("Bokeh server %s serving on %s:%s", self.reservation.name, self.reservation.host, self.reservation.port)
 
     def session_count_fn(self) -> int:

@@ -33,11 +33,21 @@ REGISTRY_CHANNEL = "bokeh_workers"
 # asyncpg ($n placeholders). Touches heartbeat_at and sessions only, so it does not fire
 # the NOTIFY trigger: routes change when workers come and go, not on every beat.
 # $3 is how many sessions the worker created since its last beat: they were pending.
+# An idle worker (no sessions, none created) drops its pending count: those were pages
+# whose autoload.js never came (tab closed at once), and would skew the balance forever.
 HEARTBEAT_SQL = ("UPDATE bokeh_workers SET heartbeat_at = now(), sessions = $2, "
-                 "pending = greatest(pending - $3, 0) WHERE id = $1")
+                 "pending = CASE WHEN $2 = 0 AND $3 = 0 THEN 0 ELSE greatest(pending - $3, 0) END "
+                 "WHERE id = $1")
 # A worker whose row was reclaimed while its loop was stalled puts itself back.
 REINSERT_SQL = ("INSERT INTO bokeh_workers (id, host, port, pid) VALUES ($1, $2, $3, $4) "
                 "ON CONFLICT DO NOTHING")
+
+
+def _named(sql: str, *names: str) -> str:
+    """asyncpg's $1, $2... as SQLAlchemy's :name, so a statement is written once for both."""
+    for i, name in reversed(list(enumerate(names, 1))):
+        sql = sql.replace(f"${i}", f":{name}")
+    return sql
 
 
 class RegistryFull(RuntimeError):
@@ -162,8 +172,7 @@ class PortRegistry:
 
     def heartbeat(self, worker_id: int, sessions: int, created: int = 0) -> bool:
         with self.engine.begin() as conn:
-            return conn.execute(text("UPDATE bokeh_workers SET heartbeat_at = now(), sessions = :s, "
-                                     "pending = greatest(pending - :c, 0) WHERE id = :id"),
+            return conn.execute(text(_named(HEARTBEAT_SQL, "id", "s", "c")),
                                 {"id": worker_id, "s": sessions, "c": created}).rowcount > 0
 
 
@@ -182,17 +191,11 @@ def choose_worker(conn: Connection, ttl_seconds: float, *, local_host: str,
     Load is `sessions` (what the worker last reported) + `pending` (assigned here, not yet
     created there); the worker's heartbeat moves sessions from pending to sessions.
     """
-    # Serialise choices (the lock lasts until the caller commits, about a millisecond):
-    # row locks let concurrent page loads either skip every row or queue on the same one.
-    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHOICE_LOCK_KEY})
-    row = conn.execute(text(f"""
-        UPDATE bokeh_workers SET pending = pending + 1
-        WHERE id = (
-            SELECT id FROM bokeh_workers WHERE {_LIVE}
-            ORDER BY sessions + pending, (id = :prefer) DESC, (host = :host) DESC, id
-            LIMIT 1)
-        RETURNING id, host, port, pid, sessions + pending AS sessions, started_at, heartbeat_at
-    """), {"ttl": ttl_seconds, "prefer": prefer_id or 0, "host": local_host}).first()
+    # Choices are serialised by an advisory lock inside the function (migration 0003); run
+    # on an autocommit connection, it is held for the statement only.
+    row = conn.execute(text("SELECT * FROM choose_worker(:key, :ttl, :prefer, :host)"),
+                       {"key": CHOICE_LOCK_KEY, "ttl": ttl_seconds, "prefer": prefer_id or 0,
+                        "host": local_host}).first()
     return None if row is None else _record(row)
 
 

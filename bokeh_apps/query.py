@@ -7,7 +7,7 @@ which Bokeh runs under the lock and sends to the browser. The placeholder says w
 
 The query stops as soon as nobody can see it: on the cancel button, when the websocket
 closes (tab closed, navigated away: Bokeh's ConnectionLost event, within milliseconds)
-and when the session is destroyed (expired, or never connected).
+and when the session is destroyed (expired, or never connected: the runtime's sweep).
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 RUNNING, QUEUED, DONE, ERROR, CANCELLED = "running", "queued", "done", "error", "cancelled"
 TICK_MS = 1000
+UNAVAILABLE = "The query could not be started; reload the page to try again."
 
 
 class DocumentQuery:
@@ -50,7 +51,9 @@ class DocumentQuery:
         self._progress = None
         self._ticker = None
         doc.on_event(ConnectionLost, lambda _event: self.cancel(CANCELLED, "Query cancelled: the page was closed."))
-        doc.on_session_destroyed(lambda _ctx: self.cancel())
+        # Not doc.on_session_destroyed: Bokeh follows those callbacks with a full gc.collect()
+        # (see bokeh_apps.collector); the runtime's sweep cancels a destroyed session's query.
+        runtime.current().track(self)
 
     def run(self, sql: str, args: Sequence[Any], apply: Callable[[Sequence[Any]], None]) -> None:
         """Run `sql`; call `apply(rows)` under the document lock when the rows arrive."""
@@ -78,6 +81,15 @@ class DocumentQuery:
             self.button.update(label="Run again", visible=True)
             self._show(state, text)
 
+    @property
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    @property
+    def orphaned(self) -> bool:
+        """The session was destroyed (Bokeh drops the document's context)."""
+        return self.doc.session_context is None
+
     def _on_button(self) -> None:
         if self.task is not None and not self.task.done():
             self.cancel(CANCELLED, "Query cancelled.")
@@ -91,6 +103,10 @@ class DocumentQuery:
         except QueryFailed as exc:
             message = str(exc)
             self.doc.add_next_tick_callback(lambda: self._finish(ERROR, message))
+            return
+        except Exception:  # bookkeeping failed (database gone, worker deregistered): say so
+            log.exception("query %r of %s failed", self.label, spec.dashboard)
+            self.doc.add_next_tick_callback(lambda: self._finish(ERROR, UNAVAILABLE))
             return
         elapsed = time.monotonic() - progress.started
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Callable
+import weakref
+from typing import TYPE_CHECKING, Any, Callable
 
 import asyncpg
 
 from app.registry import HEARTBEAT_SQL, REINSERT_SQL
+from bokeh_apps import collector
 from bokeh_apps.coalescer import Coalescer
 from bokeh_apps.notifications import Notifications
 from bokeh_apps.query_service import QueryService
@@ -24,8 +26,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Connections kept open when idle: enough for a burst of fast dashboards without a connect.
-POOL_MIN_SIZE = 2
+PURGE_EVERY_S = 10.0
+# How often queries of destroyed sessions (never connected, or expired) are looked for.
+SWEEP_EVERY_S = 2.0
 # Bookkeeping (queue tickets, shared runs) takes one short statement per step; it has its
 # own pool so that it never waits behind long queries holding every query connection.
 BOOKKEEPING_POOL_SIZE = 4
@@ -56,6 +59,9 @@ class WorkerRuntime:
                                     self.coalescer, settings.statement_timeout_seconds)
         self._count_sessions = count_sessions
         self._heartbeat: asyncio.Task | None = None
+        self._housekeeping: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._queries: "weakref.WeakSet[Any]" = weakref.WeakSet()
         # Sessions created since the last heartbeat (the registry counts them as pending).
         self.sessions_created = 0
 
@@ -69,8 +75,9 @@ class WorkerRuntime:
         global _current
         timeout_ms = str(int(settings.statement_timeout_seconds * 1000))
         pool = await asyncpg.create_pool(
-            settings.database_url, min_size=min(POOL_MIN_SIZE, settings.db_pool_size),
-            max_size=settings.db_pool_size,
+            # Opened up front: a burst of sessions should wait on queries, not on connecting
+            # (each new PostgreSQL backend costs a fork and some milliseconds of CPU).
+            settings.database_url, min_size=settings.db_pool_size, max_size=settings.db_pool_size,
             # Every query of every app runs under this limit; the server stops it, not us.
             server_settings={"statement_timeout": timeout_ms, "application_name": f"bokeh-{reservation.name}"},
         )
@@ -86,7 +93,30 @@ class WorkerRuntime:
         return _current
 
     def start_heartbeat(self) -> None:
-        self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+        loop = asyncio.get_running_loop()
+        self._heartbeat = loop.create_task(self._beat())
+        self._housekeeping = loop.create_task(self._purge())
+        self._tasks = [loop.create_task(self._sweep()), loop.create_task(collector.collector.run_forever())]
+
+    def track(self, query: Any) -> None:
+        """Watch a DocumentQuery: cancelled by the sweep if its session is destroyed."""
+        self._queries.add(query)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_EVERY_S)
+            for query in list(self._queries):
+                if query.running and query.orphaned:
+                    query.cancel()
+
+    async def _purge(self) -> None:
+        """Drop expired shared results, apart from the heartbeat: a slow purge must not delay it."""
+        while True:
+            await asyncio.sleep(PURGE_EVERY_S)
+            try:
+                await self.coalescer.purge()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("purging shared results failed: %s", exc)
 
     async def _beat(self) -> None:
         r = self.reservation
@@ -97,7 +127,6 @@ class WorkerRuntime:
                 if status == "UPDATE 0":
                     log.warning("registry row of %s was reclaimed; registering again", r.name)
                     await self.control.execute(REINSERT_SQL, r.worker_id, r.host, r.port, r.pid)
-                await self.coalescer.purge()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 log.exception("heartbeat of %s failed; reconnecting", r.name)
                 await self._reconnect()
@@ -114,8 +143,9 @@ class WorkerRuntime:
 
     async def close(self) -> None:
         global _current
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
+        for task in (self._heartbeat, self._housekeeping, *self._tasks):
+            if task is not None:
+                task.cancel()
         await self.coalescer.close()
         await self.notifications.close()
         for pool in (self.pool, self.bookkeeping):

@@ -6,8 +6,7 @@ CPU is what limits how many sessions a worker can open per second.
 from __future__ import annotations
 
 from bokeh.document import Document
-from bokeh.models import ColumnDataSource
-from bokeh.plotting import figure
+from bokeh.models import ColumnDataSource, LinearAxis, Plot, Range1d, Title, VBar
 
 from bokeh_apps.query import DocumentQuery
 from bokeh_apps.session import add_dashboard, session_info
@@ -22,12 +21,17 @@ SQL = """
 """
 
 
-def chart(seconds: float) -> tuple[ColumnDataSource, figure]:
+def chart(seconds: float) -> tuple[ColumnDataSource, Plot]:
+    """A bare Plot, not figure(): 12 models instead of 24 (no toolbar, grids or auto-ranges;
+    the result's extent is known), which halves the CPU a session costs to build and send."""
     source = ColumnDataSource(data={"x": [], "y": []}, name="chart-source")
-    fig = figure(title=f"Result of a {seconds:g} s query", height=300, sizing_mode="stretch_width",
-                 tools="reset,save", name="chart")
-    fig.vbar(x="x", top="y", width=0.8, source=source)
-    return source, fig
+    plot = Plot(title=Title(text=f"Result of a {seconds:g} s query"), x_range=Range1d(0, POINTS + 1),
+                y_range=Range1d(0, 10), height=300, sizing_mode="stretch_width", toolbar_location=None,
+                name="chart")
+    plot.add_glyph(source, VBar(x="x", top="y", width=0.8, fill_color="#4c78a8", line_color="#4c78a8"))
+    plot.add_layout(LinearAxis(), "below")
+    plot.add_layout(LinearAxis(), "left")
+    return source, plot
 
 
 def columns(rows) -> dict[str, list]:

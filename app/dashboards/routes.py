@@ -56,9 +56,9 @@ def show(name: str):
         abort(404, description=f"{name} is only served when the site runs with BLOCKING_BASELINE=1.")
     params = access.parse_params(name, request.args)          # 400
     access.authorize(principal, name, params)                   # 403
-    worker = choose_worker(db.session.connection(), settings.registry_ttl_seconds,
-                           local_host=settings.bokeh_host, prefer_id=local_worker_id())
-    db.session.commit()
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        worker = choose_worker(conn, settings.registry_ttl_seconds,
+                               local_host=settings.bokeh_host, prefer_id=local_worker_id())
     if worker is None:
         abort(503, description="No dashboard server is running right now; try again in a few seconds.")
     claims = tokens.SessionClaims(principal, name, params, worker.name)

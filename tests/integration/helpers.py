@@ -69,3 +69,13 @@ def sleeping_queries(site, worker: str) -> int:
         cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
                     "AND state = 'active' AND query LIKE '%%pg_sleep%%'", (f"bokeh-{worker}",))
         return cur.fetchone()[0]
+
+
+def quiet(site, timeout: float = 40.0) -> None:
+    """Wait until no worker holds a session (earlier tests' closed sessions are destroyed
+    after Bokeh's unused-session lifetime), so balance can be judged from zero."""
+    def idle() -> bool:
+        with psycopg2.connect(site.settings.database_url) as conn, conn.cursor() as cur:
+            cur.execute("SELECT coalesce(max(sessions + pending), 0) FROM bokeh_workers")
+            return cur.fetchone()[0] == 0
+    wait_until(idle, timeout, "sessions of earlier tests never went away")

@@ -1,0 +1,218 @@
+"""python -m app.loadtest: run a load (the default, or `run`), or create accounts (`accounts`).
+
+Exit status: 0 when the run completed (failed sessions are results, counted in the summary),
+1 when it could not start or the accounts could not be made, 2 for bad arguments, 130 on Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence, TextIO
+from urllib.parse import urlsplit
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.config import ConfigError, Settings
+from app.loadtest.accounts import (
+    DEFAULT_PREFIX, DEFAULT_QUERY_LIMIT, DEV_LOADTEST_PASSWORD, ROLES, AccountError, resolve_password, sync_accounts,
+)
+from app.loadtest.report import format_text, percentile, summarize, write_html, write_json
+from app.loadtest.runner import SLOW_DASHBOARDS, LoadConfig, LoadTestError, Progress, run_load
+
+PROG = "python -m app.loadtest"
+TTY_INTERVAL, PLAIN_INTERVAL = 0.5, 5.0
+
+RUN_EPILOG = f"""\
+Create the accounts first: {PROG} accounts --count N (same DATABASE_URL as the site).
+Each session: GET /dashboards/NAME, autoload.js, websocket + document pull, then patches until
+the chart's query status is final; time to chart is measured from the page request.
+Exit status: 0 run completed (session failures are counted, not fatal), 1 cannot start, 2 bad arguments.
+"""
+
+
+def _at_least(kind: type, low: float, strict: bool = False):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a {'whole ' if kind is int else ''}number: {text!r}") from None
+        if value < low or (strict and value == low) or value != value:
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low:g}, got {text}")
+        return value
+    return parse
+
+
+def _url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(f"must be an http:// or https:// URL, got {text!r}")
+    return text.rstrip("/")
+
+
+def _param(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"must look like key=value, got {text!r}")
+    return key.strip(), value
+
+
+def _output(text: str) -> Path:
+    path = Path(text)
+    if not path.parent.is_dir():  # fail now, not after a long run
+        raise argparse.ArgumentTypeError(f"directory {str(path.parent)!r} does not exist")
+    return path
+
+
+def run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Drive concurrent dashboard sessions against a running "
+                                "site as browsers do, and report time to chart.", epilog=RUN_EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--url", type=_url, required=True, help="the site's base URL, e.g. http://127.0.0.1:8080")
+    p.add_argument("--users", type=_at_least(int, 1), default=20,
+                   help="load-test accounts to log in as; sessions use them round-robin (default 20)")
+    p.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"account name prefix (default {DEFAULT_PREFIX})")
+    p.add_argument("--password", default=os.environ.get("LOADTEST_PASSWORD") or DEV_LOADTEST_PASSWORD,
+                   help="the accounts' password (default: $LOADTEST_PASSWORD, else the dev-only default)")
+    p.add_argument("--dashboard", default="slow-query", help="dashboard to open (default slow-query)")
+    p.add_argument("--seconds", type=_at_least(float, 0), default=5.0,
+                   help="slow-query's query duration, sent as ?seconds= (default 5; slow-query dashboards only)")
+    p.add_argument("--ramp", type=_at_least(float, 0), default=0.0,
+                   help="spread session starts uniformly over this many seconds; 0 = all at once (default)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--sessions", type=_at_least(int, 1), default=100, help="total sessions (default 100)")
+    mode.add_argument("--duration", type=_at_least(float, 0, strict=True),
+                      help="closed loop instead: each user opens a session, waits for the chart, closes it and "
+                           "repeats until this many seconds have passed")
+    p.add_argument("--identical", action="store_true",
+                   help="every session asks for the identical query; by default each gets its own ?variant= "
+                        f"so no two queries are alike ({', '.join(SLOW_DASHBOARDS)} only; other dashboards "
+                        "have no variant and always get the same parameters)")
+    p.add_argument("--param", type=_param, action="append", default=[], metavar="KEY=VALUE",
+                   help="extra dashboard parameter (repeatable), e.g. --param days=30")
+    p.add_argument("--timeout", type=_at_least(float, 0, strict=True), default=120.0,
+                   help="seconds a session may take from page request to chart (default 120)")
+    p.add_argument("--json", type=_output, metavar="PATH", help="write the summary and every session as JSON")
+    p.add_argument("--html", type=_output, metavar="PATH", help="write a self-contained HTML report with plots")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def accounts_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"{PROG} accounts",
+        description="Create or update the load-test accounts <prefix>-001 ... <prefix>-NNN in the database at "
+                    "$DATABASE_URL, with the password $LOADTEST_PASSWORD (dev/demo/test: defaults to "
+                    f"{DEV_LOADTEST_PASSWORD!r}; elsewhere required, at least 12 characters).")
+    p.add_argument("--count", type=_at_least(int, 1), required=True, help="how many accounts")
+    p.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"account name prefix (default {DEFAULT_PREFIX})")
+    p.add_argument("--query-limit", type=_at_least(int, 1), default=DEFAULT_QUERY_LIMIT,
+                   help=f"concurrent long queries each account may run (1-10000, default {DEFAULT_QUERY_LIMIT})")
+    p.add_argument("--role", choices=ROLES, default="lead", help="role of the accounts (default lead)")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> LoadConfig:
+    return LoadConfig(url=args.url, users=args.users, prefix=args.prefix, password=args.password,
+                      dashboard=args.dashboard, seconds=args.seconds, ramp=args.ramp, sessions=args.sessions,
+                      duration=args.duration, identical=args.identical, params=tuple(args.param),
+                      timeout=args.timeout)
+
+
+def render_progress(p: Progress, width: int = 24) -> str:
+    """One progress line: the bar fills with started sessions (or elapsed time in a closed loop)."""
+    if p.planned is not None:
+        fraction, counts = p.started / p.planned, f"{p.started}/{p.planned} started"
+    else:
+        fraction = min(1.0, p.elapsed_s / p.duration) if p.duration else 1.0
+        counts = f"{min(p.elapsed_s, p.duration or 0):.0f}/{p.duration:g} s, {p.started} started"
+    filled = round(fraction * width)
+    p50 = percentile(p.times, 50)
+    tail = f", p50 {p50:.1f} s" if p50 is not None else ""
+    return f"[{'#' * filled}{'.' * (width - filled)}] {counts}, {p.charts} charts, {p.errors} errors{tail}"
+
+
+class ProgressPrinter:
+    """Redraws in place on a terminal; prints a plain line every few seconds otherwise (logs, CI)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.last = 0.0
+
+    def note(self, text: str) -> None:
+        """A transient line on a terminal (the progress bar overwrites it); nothing in logs."""
+        if self.tty:
+            self.stream.write("\r" + text + "\x1b[K")
+            self.stream.flush()
+
+    def __call__(self, p: Progress) -> None:
+        now = time.monotonic()
+        if self.tty:
+            self.stream.write("\r" + render_progress(p) + "\x1b[K" + ("\n" if p.finished else ""))
+        elif p.finished or now - self.last >= PLAIN_INTERVAL:
+            self.stream.write(render_progress(p) + "\n")
+        else:
+            return
+        self.last = now
+        self.stream.flush()
+
+
+def run_main(argv: Sequence[str]) -> int:
+    args = run_parser().parse_args(argv)
+    config = config_from_args(args)
+    progress = None if args.quiet else ProgressPrinter(sys.stderr)
+    if progress is not None:
+        progress.note(f"logging in {config.active_users} users at {config.url} ...")
+    try:
+        run = asyncio.run(run_load(config, progress))
+    except LoadTestError as exc:
+        if progress is not None:
+            progress.note("")
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    summary = summarize(run)
+    if args.json:
+        write_json(summary, args.json)
+    if args.html:
+        write_html(summary, args.html)
+    print(format_text(summary))
+    return 0
+
+
+def accounts_main(argv: Sequence[str]) -> int:
+    args = accounts_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        password = resolve_password(settings.app_env, os.environ)
+        result = sync_accounts(settings.database_url, args.count, prefix=args.prefix, password=password,
+                               query_limit=args.query_limit, role=args.role)
+    except (ConfigError, AccountError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        print(f"error: cannot update the accounts in the database: {reason}", file=sys.stderr)
+        return 1
+    names = result.usernames
+    print(f"{args.prefix}: created {result.created}, updated {result.updated} load-test accounts "
+          f"({names[0]} .. {names[-1]}, role {args.role}, query limit {args.query_limit})")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv[:1] == ["accounts"]:
+            return accounts_main(argv[1:])
+        return run_main(argv[1:] if argv[:1] == ["run"] else argv)
+    except KeyboardInterrupt:
+        print("\nerror: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
