@@ -3,13 +3,17 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(PATH):/usr/sbin
 
-.PHONY: run test bootstrap-run bootstrap-test clean
+.PHONY: run test bench bootstrap-run bootstrap-test clean
 
 run: bootstrap-run
 	$(PY) -m app.launcher
 
 test: bootstrap-test
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Benchmarks print numbers and write build/bench/*.json and docs/benchmarks.md (ARGS="--url ...").
+bench: bootstrap-run
+	$(PY) -m benchmarks.bench $(ARGS)
 
 bootstrap-run:
 	@scripts/bootstrap.sh run

@@ -98,8 +98,10 @@ class DocumentQuery:
             self.run(sql, args, apply)
 
     async def _job(self, spec: QuerySpec, progress: Any, apply: Callable[[Sequence[Any]], None]) -> None:
+        rt = runtime.current()
         try:
-            result = await runtime.current().queries.run(spec, progress)
+            # On the database thread (see bokeh_apps.runtime); cancelling this task cancels it there.
+            result = await rt.submit(rt.queries.run(spec, progress))
         except QueryFailed as exc:
             message = str(exc)
             self.doc.add_next_tick_callback(lambda: self._finish(ERROR, message))

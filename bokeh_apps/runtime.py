@@ -1,15 +1,25 @@
 """What a worker's Bokeh apps share: the query service and its pools, the worker's identity,
 its heartbeat.
 
-Created by app.bokeh_server.EmbeddedBokehServer on the worker's Bokeh loop; apps reach it
-through `current()`. Everything here runs on that loop.
+Two loops, two threads. The Bokeh loop (app.bokeh_server) builds documents, serves
+autoload.js and websockets. Everything that talks to PostgreSQL (the query service, its
+pools and LISTEN connection, the heartbeat) runs on a second loop, the database thread.
+Why: during a burst the Bokeh loop has seconds of document work queued, and each round
+trip of a query's bookkeeping waited behind all of it (make bench, 200 sessions at once:
+a 5 s query charted after 10-12 s). On its own loop a query's statements go out within
+the GIL's switch interval, and the result comes back to the document through
+add_next_tick_callback, Bokeh's thread-safe way in.
+
+Apps reach the runtime through `current()`.
 """
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
 import asyncpg
 
@@ -25,6 +35,7 @@ if TYPE_CHECKING:
     from app.registry import Reservation
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PURGE_EVERY_S = 10.0
 # How often queries of destroyed sessions (never connected, or expired) are looked for.
@@ -34,6 +45,7 @@ SWEEP_EVERY_S = 2.0
 BOOKKEEPING_POOL_SIZE = 4
 BOOKKEEPING_TIMEOUT_MS = "5000"
 CLOSE_TIMEOUT_S = 3.0
+START_TIMEOUT_S = 60.0
 
 _current: "WorkerRuntime | None" = None
 
@@ -44,23 +56,45 @@ def current() -> "WorkerRuntime":
     return _current
 
 
+class DatabaseThread:
+    """A daemon thread running an asyncio loop for the worker's database work."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+        self.loop.close()
+
+    def submit(self, coro: Awaitable[T]) -> "concurrent.futures.Future[T]":
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def stop(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout)
+
+
 class WorkerRuntime:
-    def __init__(self, settings: "Settings", reservation: "Reservation", pool: asyncpg.Pool,
-                 bookkeeping: asyncpg.Pool, notifications: Notifications,
-                 control: asyncpg.Connection, count_sessions: Callable[[], int]) -> None:
+    def __init__(self, settings: "Settings", reservation: "Reservation",
+                 count_sessions: Callable[[], int]) -> None:
         self.settings = settings
         self.reservation = reservation
-        self.pool = pool
-        self.bookkeeping = bookkeeping
-        self.notifications = notifications
-        self.control = control
-        self.coalescer = Coalescer(bookkeeping, notifications, reservation.worker_id)
-        self.queries = QueryService(pool, settings.db_pool_size, UserQueue(bookkeeping, notifications, reservation.worker_id),
-                                    self.coalescer, settings.statement_timeout_seconds)
         self._count_sessions = count_sessions
-        self._heartbeat: asyncio.Task | None = None
-        self._housekeeping: asyncio.Task | None = None
-        self._tasks: list[asyncio.Task] = []
+        self.db = DatabaseThread(f"db-{reservation.name}")
+        # Set by _open(), on the database thread.
+        self.pool: asyncpg.Pool
+        self.bookkeeping: asyncpg.Pool
+        self.control: asyncpg.Connection
+        self.notifications: Notifications
+        self.coalescer: Coalescer
+        self.queries: QueryService
+        self._db_tasks: list[asyncio.Task] = []
+        self._bokeh_tasks: list[asyncio.Task] = []
         self._queries: "weakref.WeakSet[Any]" = weakref.WeakSet()
         # Sessions created since the last heartbeat (the registry counts them as pending).
         self.sessions_created = 0
@@ -72,31 +106,56 @@ class WorkerRuntime:
     @classmethod
     async def open(cls, settings: "Settings", reservation: "Reservation",
                    count_sessions: Callable[[], int]) -> "WorkerRuntime":
+        """Start the database thread and open the pools there (called on the Bokeh loop)."""
         global _current
+        runtime = cls(settings, reservation, count_sessions)
+        runtime.db.start()
+        await asyncio.wait_for(asyncio.wrap_future(runtime.db.submit(runtime._open())), START_TIMEOUT_S)
+        _current = runtime
+        return runtime
+
+    async def _open(self) -> None:
+        settings, name = self.settings, self.reservation.name
         timeout_ms = str(int(settings.statement_timeout_seconds * 1000))
-        pool = await asyncpg.create_pool(
+        self.pool = await asyncpg.create_pool(
             # Opened up front: a burst of sessions should wait on queries, not on connecting
             # (each new PostgreSQL backend costs a fork and some milliseconds of CPU).
             settings.database_url, min_size=settings.db_pool_size, max_size=settings.db_pool_size,
             # Every query of every app runs under this limit; the server stops it, not us.
-            server_settings={"statement_timeout": timeout_ms, "application_name": f"bokeh-{reservation.name}"},
+            server_settings={"statement_timeout": timeout_ms, "application_name": f"bokeh-{name}"},
         )
-        bookkeeping = await asyncpg.create_pool(
+        self.bookkeeping = await asyncpg.create_pool(
             settings.database_url, min_size=1, max_size=BOOKKEEPING_POOL_SIZE,
             server_settings={"statement_timeout": BOOKKEEPING_TIMEOUT_MS,
-                             "application_name": f"bokeh-{reservation.name}-bookkeeping"})
-        control = await asyncpg.connect(settings.database_url,
-                                        server_settings={"application_name": f"bokeh-{reservation.name}-control"})
-        notifications = Notifications(settings.database_url, f"bokeh-{reservation.name}-listen")
-        _current = cls(settings, reservation, pool, bookkeeping, notifications, control, count_sessions)
-        await notifications.start()  # after the services above subscribed their channels
-        return _current
+                             "application_name": f"bokeh-{name}-bookkeeping"})
+        self.control = await self._connect_control()
+        self.notifications = Notifications(settings.database_url, f"bokeh-{name}-listen")
+        worker_id = self.reservation.worker_id
+        self.coalescer = Coalescer(self.bookkeeping, self.notifications, worker_id)
+        self.queries = QueryService(self.pool, settings.db_pool_size,
+                                    UserQueue(self.bookkeeping, self.notifications, worker_id),
+                                    self.coalescer, settings.statement_timeout_seconds)
+        await self.notifications.start()  # after the services above subscribed their channels
+
+    async def _connect_control(self) -> asyncpg.Connection:
+        return await asyncpg.connect(self.settings.database_url,
+                                     server_settings={"application_name": f"bokeh-{self.worker}-control"})
+
+    # the Bokeh side -----------------------------------------------------------------
+    def submit(self, coro: Awaitable[T]) -> "asyncio.Future[T]":
+        """Run `coro` on the database thread; await the result on the calling (Bokeh) loop.
+        Cancelling the returned future cancels the coroutine over there."""
+        return asyncio.wrap_future(self.db.submit(coro))
 
     def start_heartbeat(self) -> None:
+        """Start the periodic jobs: heartbeat and purge on the database loop, the sweep of
+        destroyed sessions and the deferred garbage collection on the Bokeh loop."""
+        async def start_db_jobs() -> None:
+            loop = asyncio.get_running_loop()
+            self._db_tasks = [loop.create_task(self._beat()), loop.create_task(self._purge())]
+        self.db.submit(start_db_jobs()).result(START_TIMEOUT_S)
         loop = asyncio.get_running_loop()
-        self._heartbeat = loop.create_task(self._beat())
-        self._housekeeping = loop.create_task(self._purge())
-        self._tasks = [loop.create_task(self._sweep()), loop.create_task(collector.collector.run_forever())]
+        self._bokeh_tasks = [loop.create_task(self._sweep()), loop.create_task(collector.collector.run_forever())]
 
     def track(self, query: Any) -> None:
         """Watch a DocumentQuery: cancelled by the sweep if its session is destroyed."""
@@ -109,6 +168,7 @@ class WorkerRuntime:
                 if query.running and query.orphaned:
                     query.cancel()
 
+    # the database side ----------------------------------------------------------------
     async def _purge(self) -> None:
         """Drop expired shared results, apart from the heartbeat: a slow purge must not delay it."""
         while True:
@@ -135,17 +195,13 @@ class WorkerRuntime:
     async def _reconnect(self) -> None:
         try:
             self.control.terminate()
-            self.control = await asyncpg.connect(
-                self.settings.database_url,
-                server_settings={"application_name": f"bokeh-{self.reservation.name}-control"})
+            self.control = await self._connect_control()
         except (OSError, asyncpg.PostgresError):
-            log.warning("control connection of %s still down", self.reservation.name)
+            log.warning("control connection of %s still down", self.worker)
 
-    async def close(self) -> None:
-        global _current
-        for task in (self._heartbeat, self._housekeeping, *self._tasks):
-            if task is not None:
-                task.cancel()
+    async def _close(self) -> None:
+        for task in self._db_tasks:
+            task.cancel()
         await self.coalescer.close()
         await self.notifications.close()
         for pool in (self.pool, self.bookkeeping):
@@ -154,5 +210,15 @@ class WorkerRuntime:
             except (asyncio.TimeoutError, OSError):
                 pool.terminate()
         self.control.terminate()
-        if _current is self:
-            _current = None
+
+    async def close(self) -> None:
+        """Stop the jobs, cancel running queries, close the pools, end the database thread."""
+        global _current
+        for task in self._bokeh_tasks:
+            task.cancel()
+        try:
+            await asyncio.wait_for(self.submit(self._close()), 2 * CLOSE_TIMEOUT_S)
+        finally:
+            self.db.stop()
+            if _current is self:
+                _current = None

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from flask import abort, current_app, jsonify
 from flask_login import current_user
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.api import bp
 from app.extensions import db
@@ -11,6 +13,12 @@ from app.registry import live_workers
 
 @bp.get("/healthz")
 def healthz():
+    """200 when this process serves and reaches the database; 503 (with why) otherwise."""
+    try:
+        db.session.execute(text("SELECT 1"))
+    except SQLAlchemyError:
+        db.session.rollback()
+        return jsonify(status="unavailable", reason="the database cannot be reached"), 503
     return jsonify(status="ok")
 
 
