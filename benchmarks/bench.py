@@ -227,6 +227,12 @@ def write_markdown(results: dict, info: dict) -> str:
     if a:
         lines += ["", f"(a) sessions per worker deviate at most {a['worker_spread'] * 100:.0f}% from the mean "
                       f"(target ≤ 25%)."]
+    lines += ["", "For comparison (not measured here; quoted from the project's issue): `panel serve --num-procs 4` "
+                  "with the same query written the documented async way measured p99 1.72 x on (a) and 4.2 x on (b) "
+                  "on this kind of machine. (d) fails at nginx's 60 s `proxy_read_timeout` when no session charts: "
+                  "each worker runs the blocking app function once per session, one after the other, and answers "
+                  "no autoload.js while it does.", "",
+              "Where the time goes and what changed it: README.md, section Benchmark."]
     lines += ["", "Phase medians (seconds): page request, autoload.js, websocket + document pull, query + push:", ""]
     for key, r in results.items():
         p = r["phase_medians"]

@@ -24,8 +24,9 @@ def build(doc: Document) -> None:
     seconds = float(info.params["seconds"])
     source, fig = chart(seconds)
     with psycopg2.connect(runtime.current().settings.database_url) as conn, conn.cursor() as cur:
-        cur.execute(SQL.replace("$1", "%s").replace("$2", "%s").replace("$3", "%s"),
-                    (seconds, POINTS, int(info.params.get("variant") or 0)))
+        # asyncpg's $n are positional by number, psycopg2's %s by order of appearance: name them.
+        cur.execute(SQL.replace("$1", "%(p1)s").replace("$2", "%(p2)s").replace("$3", "%(p3)s"),
+                    {"p1": seconds, "p2": POINTS, "p3": int(info.params.get("variant") or 0)})
         names = [c.name for c in cur.description]
         source.data = columns([dict(zip(names, r)) for r in cur.fetchall()])
     # Same status element and "done" state as slow-query, so the load tester measures both alike.

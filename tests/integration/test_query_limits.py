@@ -1,5 +1,5 @@
-"""A small site (one worker, two database connections, a 1.5 s statement_timeout): the
-worker's cap and the timeout message."""
+"""A small site (one worker, two database connections, a 1.5 s statement_timeout, the
+blocking baseline on): the worker's cap, the timeout message, and the baseline itself."""
 from __future__ import annotations
 
 import asyncio
@@ -10,14 +10,16 @@ from app import prestart
 from app.config import Settings
 from app.launcher import Site
 from tests.conftest import site_env
-from tests.integration.helpers import account, sleeping_queries, wait_until, workers
+from app.site_client import SiteClient
+from tests.integration.helpers import DEMO_PASSWORD, account, sleeping_queries, wait_until, workers
 from tests.integration.test_queries import open_sessions, status_text
 
 
 @pytest.fixture(scope="module")
 def small_site(pg, output_dir):
     url = pg.create_database("small_site")
-    env = site_env(url, WEB_CONCURRENCY="1", DB_POOL_SIZE="2", STATEMENT_TIMEOUT_SECONDS="1.5")
+    env = site_env(url, WEB_CONCURRENCY="1", DB_POOL_SIZE="2", STATEMENT_TIMEOUT_SECONDS="1.5",
+                   BLOCKING_BASELINE="1")
     prestart.run(Settings.from_env(env), people_per_team=2, history_days=30)
     running = Site(env, log_dir=output_dir / "small-site-logs").start()
     yield running
@@ -63,3 +65,33 @@ def test_a_query_past_statement_timeout_shows_why_instead_of_a_blank_chart(small
     assert points == 0
     assert button.visible and button.label == "Run again"
     wait_until(lambda: sleeping_queries(small_site, name) == 0, 3, "the timed-out query still runs")
+
+
+def test_the_blocking_baseline_charts_the_same_result_as_slow_query(small_site):
+    account(small_site, "pool-user", query_limit=20)
+    (name,) = workers(small_site)
+
+    async def scenario():
+        blocking = await open_sessions(small_site, "pool-user", "slow-query-blocking",
+                                       [{"seconds": 0.3, "variant": 5}], [name])
+        fast = await open_sessions(small_site, "pool-user", "slow-query", [{"seconds": 0.3, "variant": 5}], [name])
+        sessions = blocking + fast
+        await asyncio.gather(*(s.wait_for_chart(timeout=10) for s in sessions))
+        for s in sessions:
+            s.close()
+        return [(s.query_state, dict(s.model("chart-source").data)) for s in sessions]
+    (b_state, b_data), (f_state, f_data) = asyncio.run(scenario())
+    assert b_state == f_state == "done"
+    assert len(b_data["x"]) == 24 and b_data == f_data
+
+
+def test_the_blocking_baseline_is_not_served_unless_enabled(site):
+    account(site, "baseline-user", query_limit=4)
+
+    async def scenario():
+        client = SiteClient(site.url)
+        await client.login("baseline-user", DEMO_PASSWORD)
+        response = await client.request("GET", "/dashboards/slow-query-blocking?seconds=1")
+        return response.code, response.body.decode()
+    code, body = asyncio.run(scenario())
+    assert code == 404 and "BLOCKING_BASELINE=1" in body
