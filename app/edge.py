@@ -30,7 +30,7 @@ import psycopg2
 from jinja2 import Template
 
 from app.config import Settings
-from app.registry import REGISTRY_CHANNEL
+from app.registry import REGISTRY_CHANNEL, live_workers_dbapi
 
 log = logging.getLogger("app.edge")
 
@@ -54,10 +54,7 @@ def render_routes(routes: Sequence[Route]) -> str:
 
 
 def fetch_routes(conn, ttl_seconds: float) -> list[Route]:
-    with conn.cursor() as cur:
-        cur.execute("SELECT id, host, port FROM bokeh_workers "
-                    "WHERE heartbeat_at > now() - make_interval(secs => %s) ORDER BY id", (ttl_seconds,))
-        return [(f"w{i}", h, p) for i, h, p in cur.fetchall()]
+    return [(w.name, w.host, w.port) for w in live_workers_dbapi(conn, ttl_seconds)]
 
 
 def _worker_user() -> str | None:

@@ -24,6 +24,7 @@ import psycopg2
 from app import prestart
 from app.config import ConfigError, Settings
 from app.pgcluster import PostgresCluster, PostgresUnavailable, private_dir
+from app.registry import live_workers_dbapi
 from app.seed import DEMO_PASSWORD, DEMO_USERS
 
 log = logging.getLogger("app.launcher")
@@ -84,10 +85,8 @@ class Site:
         return self
 
     def registered_workers(self) -> list[tuple[int, int, int]]:
-        with psycopg2.connect(self.settings.database_url) as conn, conn.cursor() as cur:
-            cur.execute("SELECT id, port, pid FROM bokeh_workers WHERE heartbeat_at > now() - make_interval(secs => %s)"
-                        " ORDER BY id", (self.settings.registry_ttl_seconds,))
-            return cur.fetchall()
+        with psycopg2.connect(self.settings.database_url) as conn:
+            return [(w.worker_id, w.port, w.pid) for w in live_workers_dbapi(conn, self.settings.registry_ttl_seconds)]
 
     def routed(self, worker: str) -> int:
         """HTTP status nginx gives for a worker's path (403 = routed to it, the token is missing)."""

@@ -176,10 +176,20 @@ class PortRegistry:
                                 {"id": worker_id, "s": sessions, "c": created}).rowcount > 0
 
 
+_LIVE_WORKERS = ("SELECT id, host, port, pid, sessions + pending AS sessions, started_at, heartbeat_at "
+                 f"FROM bokeh_workers WHERE {_LIVE} ORDER BY id")
+
+
 def live_workers(conn: Connection, ttl_seconds: float) -> list[WorkerRecord]:
-    rows = conn.execute(text(f"SELECT id, host, port, pid, sessions + pending AS sessions, started_at, heartbeat_at "
-                             f"FROM bokeh_workers WHERE {_LIVE} ORDER BY id"), {"ttl": ttl_seconds}).all()
+    rows = conn.execute(text(_LIVE_WORKERS), {"ttl": ttl_seconds}).all()
     return [_record(r) for r in rows]
+
+
+def live_workers_dbapi(conn, ttl_seconds: float) -> list[WorkerRecord]:
+    """live_workers() on a plain psycopg2 connection (the edge's LISTEN connection, the launcher)."""
+    with conn.cursor() as cur:
+        cur.execute(_LIVE_WORKERS.replace(":ttl", "%(ttl)s"), {"ttl": ttl_seconds})
+        return [WorkerRecord(*row) for row in cur.fetchall()]
 
 
 def choose_worker(conn: Connection, ttl_seconds: float, *, local_host: str,
