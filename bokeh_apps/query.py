@@ -50,7 +50,7 @@ class DocumentQuery:
         self._last: tuple[str, tuple, Callable[[Sequence[Any]], None]] | None = None
         self._progress = None
         self._ticker = None
-        doc.on_event(ConnectionLost, lambda _event: self.cancel(CANCELLED, "Query cancelled: the page was closed."))
+        doc.on_event(ConnectionLost, self._on_connection_lost)
         # Not doc.on_session_destroyed: Bokeh follows those callbacks with a full gc.collect()
         # (see bokeh_apps.collector); the runtime's sweep cancels a destroyed session's query.
         runtime.current().track(self)
@@ -65,7 +65,7 @@ class DocumentQuery:
                          rt.settings.cache_ttl(claims.dashboard))
         self._last = (sql, tuple(args), apply)
         self._progress = rt.queries.progress(spec)
-        self._progress.on_change = lambda: self.doc.add_next_tick_callback(self._render)
+        self._progress.on_change = lambda: self._later(self._render)
         self._render()
         self.button.update(label="Cancel", visible=True)
         self._ticker = self.doc.add_periodic_callback(self._render, TICK_MS)
@@ -80,6 +80,26 @@ class DocumentQuery:
         if running and state is not None:
             self.button.update(label="Run again", visible=True)
             self._show(state, text)
+
+    def stop(self) -> None:
+        """Cancel the query's task only: safe outside the document lock, and on a destroyed session."""
+        if self.running:
+            self.task.cancel()
+
+    def _on_connection_lost(self, _event: Any) -> None:
+        # Called outside the document lock (a model change here raises inside Bokeh's
+        # websocket close handler, which then never detaches the connection): stop the
+        # query now, update the document on the next tick.
+        if self.running:
+            self.stop()
+            self._later(lambda: self._finish(CANCELLED, "Query cancelled: the page was closed."))
+
+    def _later(self, callback: Callable[[], None]) -> None:
+        """Run callback under the document lock; from any thread; nothing if the session is gone."""
+        try:
+            self.doc.add_next_tick_callback(callback)
+        except Exception:  # the session was destroyed meanwhile: nobody to tell
+            log.debug("document of %r is gone", self.label)
 
     @property
     def running(self) -> bool:
@@ -104,18 +124,18 @@ class DocumentQuery:
             result = await rt.submit(rt.queries.run(spec, progress))
         except QueryFailed as exc:
             message = str(exc)
-            self.doc.add_next_tick_callback(lambda: self._finish(ERROR, message))
+            self._later(lambda: self._finish(ERROR, message))
             return
         except Exception:  # bookkeeping failed (database gone, worker deregistered): say so
             log.exception("query %r of %s failed", self.label, spec.dashboard)
-            self.doc.add_next_tick_callback(lambda: self._finish(ERROR, UNAVAILABLE))
+            self._later(lambda: self._finish(ERROR, UNAVAILABLE))
             return
         elapsed = time.monotonic() - progress.started
 
         def _apply() -> None:
             apply(result)
             self._finish(DONE, f"{self.label}: {elapsed:.1f} s")
-        self.doc.add_next_tick_callback(_apply)
+        self._later(_apply)
 
     def _render(self) -> None:
         if self._progress is not None and (self.task is None or not self.task.done()):
@@ -124,7 +144,7 @@ class DocumentQuery:
     def _finish(self, state: str, text: str) -> None:
         # The button first: clients treat the status tag as the last word.
         self._stop_ticker()
-        self.button.update(visible=state == ERROR, label="Run again")
+        self.button.update(visible=state in (ERROR, CANCELLED), label="Run again")
         self._show(state, text)
 
     def _show(self, state: str, text: str) -> None:

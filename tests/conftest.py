@@ -78,6 +78,7 @@ def site(pg: PostgresCluster, output_dir: Path) -> Site:
     url = pg.create_database("site")
     env = site_env(url)
     prestart.run(Settings.from_env(env), people_per_team=8, history_days=400)
+    shutil.rmtree(output_dir / "site-logs", ignore_errors=True)  # this run's logs only
     running = Site(env, log_dir=output_dir / "site-logs").start()
     yield running
     running.stop()

@@ -71,11 +71,26 @@ def sleeping_queries(site, worker: str) -> int:
         return cur.fetchone()[0]
 
 
-def quiet(site, timeout: float = 40.0) -> None:
+def quiet(site, timeout: float = 60.0) -> None:
     """Wait until no worker holds a session (earlier tests' closed sessions are destroyed
     after Bokeh's unused-session lifetime), so balance can be judged from zero."""
-    def idle() -> bool:
+    def load() -> list[tuple[int, int, int]]:
         with psycopg2.connect(site.settings.database_url) as conn, conn.cursor() as cur:
-            cur.execute("SELECT coalesce(max(sessions + pending), 0) FROM bokeh_workers")
-            return cur.fetchone()[0] == 0
-    wait_until(idle, timeout, "sessions of earlier tests never went away")
+            cur.execute("SELECT id, sessions, pending FROM bokeh_workers ORDER BY id")
+            return cur.fetchall()
+    try:
+        wait_until(lambda: all(s == p == 0 for _, s, p in load()), timeout, "")
+    except AssertionError:
+        raise AssertionError(f"sessions of earlier tests never went away: (id, sessions, pending) {load()}") from None
+
+
+# What a worker logs when an exception escaped our code into Bokeh, Tornado or asyncio.
+UNCAUGHT = ("Traceback (most recent call last)", "Uncaught exception", "Task exception was never retrieved")
+
+
+def assert_clean_log(path) -> None:
+    """No exception escaped into the servers' own handlers (they log it and carry on,
+    which hides bugs like a document changed outside its lock)."""
+    text = path.read_text(errors="replace")
+    found = [marker for marker in UNCAUGHT if marker in text]
+    assert not found, f"{path} has {found}; first at: {text[text.index(found[0]) - 300:][:2000]}"

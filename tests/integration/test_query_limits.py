@@ -3,6 +3,7 @@ blocking baseline on): the worker's cap, the timeout message, and the baseline i
 from __future__ import annotations
 
 import asyncio
+import shutil
 
 import pytest
 
@@ -11,7 +12,7 @@ from app.config import Settings
 from app.launcher import Site
 from tests.conftest import site_env
 from app.site_client import SiteClient
-from tests.integration.helpers import DEMO_PASSWORD, account, sleeping_queries, wait_until, workers
+from tests.integration.helpers import DEMO_PASSWORD, account, assert_clean_log, sleeping_queries, wait_until, workers
 from tests.integration.test_queries import open_sessions, status_text
 
 
@@ -21,6 +22,7 @@ def small_site(pg, output_dir):
     env = site_env(url, WEB_CONCURRENCY="1", DB_POOL_SIZE="2", STATEMENT_TIMEOUT_SECONDS="1.5",
                    BLOCKING_BASELINE="1")
     prestart.run(Settings.from_env(env), people_per_team=2, history_days=30)
+    shutil.rmtree(output_dir / "small-site-logs", ignore_errors=True)
     running = Site(env, log_dir=output_dir / "small-site-logs").start()
     yield running
     running.stop()
@@ -95,3 +97,7 @@ def test_the_blocking_baseline_is_not_served_unless_enabled(site):
         return response.code, response.body.decode()
     code, body = asyncio.run(scenario())
     assert code == 404 and "BLOCKING_BASELINE=1" in body
+
+
+def test_the_small_site_logged_no_uncaught_exception(small_site, output_dir):
+    assert_clean_log(output_dir / "small-site-logs" / "gunicorn.log")

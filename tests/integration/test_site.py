@@ -16,7 +16,7 @@ from tornado.httpclient import HTTPRequest
 from app import tokens
 from app.site_client import BokehSession, SiteClient
 from tests.integration.helpers import (
-    DEMO_PASSWORD, account, http_get, mint, principal, quiet, sleeping_queries, wait_until, workers,
+    DEMO_PASSWORD, account, assert_clean_log, http_get, mint, principal, quiet, sleeping_queries, wait_until, workers,
 )
 
 # -- registry and routing ---------------------------------------------------------------
@@ -224,3 +224,8 @@ def test_sigkilled_worker_route_disappears_and_replacement_appears(site):
     (replacement,) = set(after) - set(before)
     wait_until(lambda: site.routed(replacement) == 403, 15, f"nginx never routed {replacement}")
     assert victim not in after
+
+
+def test_the_site_logged_no_uncaught_exception(site, output_dir):
+    """Last: everything above ran without an exception escaping into the servers."""
+    assert_clean_log(output_dir / "site-logs" / "gunicorn.log")
