@@ -97,6 +97,7 @@ class BokehWorker(Base):
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     sessions: Mapped[int] = mapped_column(Integer, server_default="0")
     pending: Mapped[int] = mapped_column(Integer, server_default="0")
+    pending_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         UniqueConstraint("host", "port", name="uq_bokeh_workers_host_port"),

@@ -33,11 +33,12 @@ REGISTRY_CHANNEL = "bokeh_workers"
 # asyncpg ($n placeholders). Touches heartbeat_at and sessions only, so it does not fire
 # the NOTIFY trigger: routes change when workers come and go, not on every beat.
 # $3 is how many sessions the worker created since its last beat: they were pending.
-# An idle worker (no sessions, none created) drops its pending count: those were pages
-# whose autoload.js never came (tab closed at once), and would skew the balance forever.
+# $4 is the session token's lifetime: when no page was assigned for that long, what is
+# still pending were pages whose autoload.js never came (tab closed at once); their tokens
+# have expired, and counting them would skew the balance forever.
 HEARTBEAT_SQL = ("UPDATE bokeh_workers SET heartbeat_at = now(), sessions = $2, "
-                 "pending = CASE WHEN $2 = 0 AND $3 = 0 THEN 0 ELSE greatest(pending - $3, 0) END "
-                 "WHERE id = $1")
+                 "pending = CASE WHEN pending_at < now() - make_interval(secs => $4) THEN 0 "
+                 "ELSE greatest(pending - $3, 0) END WHERE id = $1")
 # A worker whose row was reclaimed while its loop was stalled puts itself back.
 REINSERT_SQL = ("INSERT INTO bokeh_workers (id, host, port, pid) VALUES ($1, $2, $3, $4) "
                 "ON CONFLICT DO NOTHING")
@@ -170,10 +171,10 @@ class PortRegistry:
             return conn.execute(text("DELETE FROM bokeh_workers WHERE host = :host AND pid = :pid"),
                                 {"host": self.host, "pid": pid}).rowcount
 
-    def heartbeat(self, worker_id: int, sessions: int, created: int = 0) -> bool:
+    def heartbeat(self, worker_id: int, sessions: int, created: int = 0, token_ttl: float = 120.0) -> bool:
         with self.engine.begin() as conn:
-            return conn.execute(text(_named(HEARTBEAT_SQL, "id", "s", "c")),
-                                {"id": worker_id, "s": sessions, "c": created}).rowcount > 0
+            return conn.execute(text(_named(HEARTBEAT_SQL, "id", "s", "c", "ttl")),
+                                {"id": worker_id, "s": sessions, "c": created, "ttl": token_ttl}).rowcount > 0
 
 
 _LIVE_WORKERS = ("SELECT id, host, port, pid, sessions + pending AS sessions, started_at, heartbeat_at "

@@ -183,7 +183,8 @@ class WorkerRuntime:
         while True:
             try:
                 created, self.sessions_created = self.sessions_created, 0
-                status = await self.control.execute(HEARTBEAT_SQL, r.worker_id, self._count_sessions(), created)
+                status = await self.control.execute(HEARTBEAT_SQL, r.worker_id, self._count_sessions(), created,
+                                                    float(self.settings.session_token_ttl_seconds))
                 if status == "UPDATE 0":
                     log.warning("registry row of %s was reclaimed; registering again", r.name)
                     await self.control.execute(REINSERT_SQL, r.worker_id, r.host, r.port, r.pid)

@@ -1,4 +1,5 @@
-"""choose_worker() in the database: the advisory lock lasts one statement, not one request.
+"""choose_worker() in the database: the advisory lock lasts one statement, not one request;
+and bokeh_workers.pending_at, so that pending counts of pages that never loaded expire.
 
 Called in autocommit, the lock is released when the function returns, whatever the
 calling thread does next. Held until the request's commit instead, a starved Flask thread
@@ -17,6 +18,9 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # When Flask last assigned this worker a page. Past the session token's lifetime no
+    # pending page can still become a session, so the heartbeat drops the count.
+    op.execute("ALTER TABLE bokeh_workers ADD COLUMN pending_at timestamptz")
     # Each statement of a plpgsql function takes a fresh snapshot, so the UPDATE sees the
     # `pending` counts every earlier chooser committed before this one got the lock.
     op.execute("""
@@ -26,7 +30,7 @@ def upgrade() -> None:
         BEGIN
             PERFORM pg_advisory_xact_lock(p_lock);
             RETURN QUERY
-            UPDATE bokeh_workers w SET pending = w.pending + 1
+            UPDATE bokeh_workers w SET pending = w.pending + 1, pending_at = now()
             WHERE w.id = (
                 SELECT c.id FROM bokeh_workers c
                 WHERE c.heartbeat_at > now() - make_interval(secs => p_ttl)
@@ -39,3 +43,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DROP FUNCTION IF EXISTS choose_worker(bigint, double precision, integer, text)")
+    op.execute("ALTER TABLE bokeh_workers DROP COLUMN pending_at")

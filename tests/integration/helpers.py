@@ -79,7 +79,8 @@ def quiet(site, timeout: float = 60.0) -> None:
             cur.execute("SELECT id, sessions, pending FROM bokeh_workers ORDER BY id")
             return cur.fetchall()
     try:
-        wait_until(lambda: all(s == p == 0 for _, s, p in load()), timeout, "")
+        # Sessions only: a page opened without its autoload.js stays pending for the token's lifetime.
+        wait_until(lambda: all(s == 0 for _, s, _ in load()), timeout, "")
     except AssertionError:
         raise AssertionError(f"sessions of earlier tests never went away: (id, sessions, pending) {load()}") from None
 

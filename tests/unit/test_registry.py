@@ -228,3 +228,22 @@ def test_route_table_lists_live_workers(registry, engine):
 def _live(engine):
     with engine.connect() as conn:
         return live_workers(conn, TTL)
+
+
+def test_heartbeat_moves_created_sessions_out_of_pending_and_expires_stale_pending(registry, engine):
+    r = reserve(registry)
+    with engine.begin() as conn:
+        for _ in range(3):
+            choose_worker(conn, TTL, local_host=HOST)
+
+    def pending() -> int:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT pending FROM bokeh_workers WHERE id = :id"), {"id": r.worker_id}).scalar()
+    assert pending() == 3
+    registry.heartbeat(r.worker_id, sessions=1, created=1, token_ttl=120)
+    assert pending() == 2  # one page became a session; two may still come
+    registry.heartbeat(r.worker_id, sessions=1, created=0, token_ttl=120)
+    assert pending() == 2
+    # Past the token's lifetime since the last assignment, those pages can never load.
+    registry.heartbeat(r.worker_id, sessions=1, created=0, token_ttl=0)
+    assert pending() == 0
