@@ -47,6 +47,7 @@ class DocumentQuery:
         self.button.on_click(self._on_button)
         self.controls: UIElement = row(self.status, self.button, name="query-controls")
         self.task: asyncio.Task | None = None
+        self._pending: asyncio.Future | None = None
         self._last: tuple[str, tuple, Callable[[Sequence[Any]], None]] | None = None
         self._progress = None
         self._ticker = None
@@ -69,13 +70,16 @@ class DocumentQuery:
         self._render()
         self.button.update(label="Cancel", visible=True)
         self._ticker = self.doc.add_periodic_callback(self._render, TICK_MS)
-        self.task = asyncio.get_running_loop().create_task(self._job(spec, self._progress, apply))
+        # Handed to the database thread now, not from inside the task: during a burst the
+        # task's first step would wait behind every other session's document work.
+        pending = self._pending = rt.submit(rt.queries.run(spec, self._progress))
+        self.task = asyncio.get_running_loop().create_task(self._job(spec, self._progress, pending, apply))
 
     def cancel(self, state: str | None = None, text: str = "Query cancelled.") -> None:
         """Stop the query, if one runs; show `state` (from a callback holding the lock)."""
-        running = self.task is not None and not self.task.done()
+        running = self.running
         if running:
-            self.task.cancel()
+            self._cancel_task()
         self._stop_ticker()
         if running and state is not None:
             self.button.update(label="Run again", visible=True)
@@ -84,7 +88,13 @@ class DocumentQuery:
     def stop(self) -> None:
         """Cancel the query's task only: safe outside the document lock, and on a destroyed session."""
         if self.running:
-            self.task.cancel()
+            self._cancel_task()
+
+    def _cancel_task(self) -> None:
+        # Both: a task cancelled before its first step never awaits (so never cancels) the query.
+        self.task.cancel()
+        if self._pending is not None:
+            self._pending.cancel()
 
     def _on_connection_lost(self, _event: Any) -> None:
         # Called outside the document lock (a model change here raises inside Bokeh's
@@ -117,11 +127,12 @@ class DocumentQuery:
             sql, args, apply = self._last
             self.run(sql, args, apply)
 
-    async def _job(self, spec: QuerySpec, progress: Any, apply: Callable[[Sequence[Any]], None]) -> None:
-        rt = runtime.current()
+    async def _job(self, spec: QuerySpec, progress: Any, pending: "asyncio.Future[Sequence[Any]]",
+                   apply: Callable[[Sequence[Any]], None]) -> None:
         try:
-            # On the database thread (see bokeh_apps.runtime); cancelling this task cancels it there.
-            result = await rt.submit(rt.queries.run(spec, progress))
+            # Runs on the database thread (see bokeh_apps.runtime); cancelling this task
+            # cancels `pending`, which cancels the query over there.
+            result = await pending
         except QueryFailed as exc:
             message = str(exc)
             self._later(lambda: self._finish(ERROR, message))

@@ -42,7 +42,7 @@ PURGE_EVERY_S = 10.0
 SWEEP_EVERY_S = 2.0
 # Bookkeeping (queue tickets, shared runs) takes one short statement per step; it has its
 # own pool so that it never waits behind long queries holding every query connection.
-BOOKKEEPING_POOL_SIZE = 4
+BOOKKEEPING_POOL_SIZE = 8
 BOOKKEEPING_TIMEOUT_MS = "5000"
 CLOSE_TIMEOUT_S = 3.0
 START_TIMEOUT_S = 60.0
@@ -125,7 +125,7 @@ class WorkerRuntime:
             server_settings={"statement_timeout": timeout_ms, "application_name": f"bokeh-{name}"},
         )
         self.bookkeeping = await asyncpg.create_pool(
-            settings.database_url, min_size=1, max_size=BOOKKEEPING_POOL_SIZE,
+            settings.database_url, min_size=BOOKKEEPING_POOL_SIZE, max_size=BOOKKEEPING_POOL_SIZE,
             server_settings={"statement_timeout": BOOKKEEPING_TIMEOUT_MS,
                              "application_name": f"bokeh-{name}-bookkeeping"})
         self.control = await self._connect_control()
