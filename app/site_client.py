@@ -130,7 +130,13 @@ class SiteClient:
 
 
 class ProtocolSession:
-    """A Bokeh protocol connection: ACK, pull the document, then read the server's patches."""
+    """A Bokeh protocol connection: ACK, pull the document, then read the server's patches.
+
+    Subclasses decide what to keep: `_load` the pulled document, `_apply` each patch;
+    `query_state` and `worker` read what they kept.
+    """
+
+    FINAL_STATES = ("done", "error")
 
     def __init__(self, ws: WebSocketClientConnection, timeout: float) -> None:
         self.ws = ws
@@ -139,6 +145,13 @@ class ProtocolSession:
         self.receiver = Receiver(self.protocol)
 
     def _load(self, reply: Any) -> None:
+        raise NotImplementedError
+
+    def _apply(self, patch: Any) -> None:
+        raise NotImplementedError
+
+    @property
+    def query_state(self) -> str | None:
         raise NotImplementedError
 
     @classmethod
@@ -172,8 +185,45 @@ class ProtocolSession:
             if message is not None:
                 return message
 
+    async def _next_patch(self, remaining: float) -> None:
+        message = await asyncio.wait_for(self._read(), remaining)
+        if message.msgtype == "PATCH-DOC":
+            self._apply(message)
+
+    async def _until(self, holds: Callable[[], bool], timeout: float | None) -> float:
+        """Apply patches until holds() is true; return the seconds waited."""
+        started = time.monotonic()
+        deadline = started + (timeout or self.timeout)
+        while not holds():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise asyncio.TimeoutError("condition not met before the timeout")
+            await self._next_patch(remaining)
+        return time.monotonic() - started
+
+    async def settle(self, seconds: float) -> None:
+        """Apply whatever the server sends during the next `seconds`."""
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                await self._next_patch(remaining)
+            except asyncio.TimeoutError:
+                return
+
+    async def wait_for_chart(self, timeout: float | None = None) -> float:
+        """Apply patches until the query is done or failed; return the seconds waited."""
+        return await self._until(lambda: self.query_state in self.FINAL_STATES, timeout)
+
     def close(self) -> None:
         self.ws.close()
+
+
+def _worker_tag(tags: Any) -> str | None:
+    """The worker named by the dashboard root's `worker:<name>` tag."""
+    for tag in tags or []:
+        if isinstance(tag, str) and tag.startswith("worker:"):
+            return tag.split(":", 1)[1]
+    return None
 
 
 class BokehSession(ProtocolSession):
@@ -186,29 +236,12 @@ class BokehSession(ProtocolSession):
     def _load(self, reply: Any) -> None:
         reply.push_to_document(self.document)
 
+    def _apply(self, patch: Any) -> None:
+        patch.apply_to_document(self.document)
+
     async def wait_for(self, condition: Callable[[Document], bool], timeout: float | None = None) -> float:
         """Apply patches until condition(document) holds; return the seconds waited."""
-        started = time.monotonic()
-        deadline = started + (timeout or self.timeout)
-        while not condition(self.document):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise asyncio.TimeoutError("condition not met before the timeout")
-            message = await asyncio.wait_for(self._read(), remaining)
-            if message.msgtype == "PATCH-DOC":
-                message.apply_to_document(self.document)
-        return time.monotonic() - started
-
-    async def settle(self, seconds: float) -> None:
-        """Apply whatever the server sends during the next `seconds`."""
-        deadline = time.monotonic() + seconds
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                message = await asyncio.wait_for(self._read(), remaining)
-            except asyncio.TimeoutError:
-                return
-            if message.msgtype == "PATCH-DOC":
-                message.apply_to_document(self.document)
+        return await self._until(lambda: condition(self.document), timeout)
 
     def model(self, name: str) -> Any:
         return self.document.select_one({"name": name})
@@ -221,13 +254,7 @@ class BokehSession(ProtocolSession):
     @property
     def worker(self) -> str | None:
         root = self.model("dashboard")
-        for tag in (root.tags if root is not None else []):
-            if isinstance(tag, str) and tag.startswith("worker:"):
-                return tag.split(":", 1)[1]
-        return None
-
-    async def wait_for_chart(self, timeout: float | None = None) -> float:
-        return await self.wait_for(lambda d: self.query_state in ("done", "error"), timeout)
+        return _worker_tag(root.tags if root is not None else None)
 
 
 class LightSession(ProtocolSession):
@@ -277,20 +304,4 @@ class LightSession(ProtocolSession):
 
     @property
     def worker(self) -> str | None:
-        for tag in self.props.get("dashboard", {}).get("tags") or []:
-            if isinstance(tag, str) and tag.startswith("worker:"):
-                return tag.split(":", 1)[1]
-        return None
-
-    async def wait_for_chart(self, timeout: float | None = None) -> float:
-        """Apply patches until the query is done or failed; return the seconds waited."""
-        started = time.monotonic()
-        deadline = started + (timeout or self.timeout)
-        while self.query_state not in ("done", "error"):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise asyncio.TimeoutError("no chart before the timeout")
-            message = await asyncio.wait_for(self._read(), remaining)
-            if message.msgtype == "PATCH-DOC":
-                self._apply(message)
-        return time.monotonic() - started
+        return _worker_tag(self.props.get("dashboard", {}).get("tags"))
