@@ -1,7 +1,7 @@
 """One document's query, as the user sees it: a live placeholder, a cancel button, the chart.
 
-The app function returns at once; the query runs as a task through the worker's query
-service, without the document lock, and its result is applied in a next-tick callback,
+The app function returns at once; the query runs on the worker's database thread through
+the query service, without the document lock, and its result is applied in a next-tick callback,
 which Bokeh runs under the lock and sends to the browser. The placeholder says what runs
 (or where the query waits in line) and the seconds elapsed, every second.
 
@@ -46,7 +46,7 @@ class DocumentQuery:
                              visible=False)
         self.button.on_click(self._on_button)
         self.controls: UIElement = row(self.status, self.button, name="query-controls")
-        self.task: asyncio.Task | None = None
+        # The query, running on the database thread; cancelling this future cancels it there.
         self._pending: asyncio.Future | None = None
         self._last: tuple[str, tuple, Callable[[Sequence[Any]], None]] | None = None
         self._progress = None
@@ -67,33 +67,28 @@ class DocumentQuery:
         self._last = (sql, tuple(args), apply)
         self._progress = rt.queries.progress(spec)
         self._progress.on_change = lambda: self._later(self._render)
-        self._render()
         self.button.update(label="Cancel", visible=True)
         self._ticker = self.doc.add_periodic_callback(self._render, TICK_MS)
-        # Handed to the database thread now, not from inside the task: during a burst the
-        # task's first step would wait behind every other session's document work.
-        pending = self._pending = rt.submit(rt.queries.run(spec, self._progress))
-        self.task = asyncio.get_running_loop().create_task(self._job(spec, self._progress, pending, apply))
+        # Handed to the database thread from here, not from a task: during a burst a task's
+        # first step would wait behind every other session's document work.
+        self._pending = rt.submit(rt.queries.run(spec, self._progress))
+        progress = self._progress
+        self._pending.add_done_callback(lambda done: self._landed(done, spec, progress, apply))
+        self._render()
 
     def cancel(self, state: str | None = None, text: str = "Query cancelled.") -> None:
         """Stop the query, if one runs; show `state` (from a callback holding the lock)."""
         running = self.running
         if running:
-            self._cancel_task()
+            self._pending.cancel()
         self._stop_ticker()
         if running and state is not None:
             self.button.update(label="Run again", visible=True)
             self._show(state, text)
 
     def stop(self) -> None:
-        """Cancel the query's task only: safe outside the document lock, and on a destroyed session."""
+        """Cancel the query only: safe outside the document lock, and on a destroyed session."""
         if self.running:
-            self._cancel_task()
-
-    def _cancel_task(self) -> None:
-        # Both: a task cancelled before its first step never awaits (so never cancels) the query.
-        self.task.cancel()
-        if self._pending is not None:
             self._pending.cancel()
 
     def _on_connection_lost(self, _event: Any) -> None:
@@ -113,7 +108,7 @@ class DocumentQuery:
 
     @property
     def running(self) -> bool:
-        return self.task is not None and not self.task.done()
+        return self._pending is not None and not self._pending.done()
 
     @property
     def orphaned(self) -> bool:
@@ -121,26 +116,27 @@ class DocumentQuery:
         return self.doc.session_context is None
 
     def _on_button(self) -> None:
-        if self.task is not None and not self.task.done():
+        if self.running:
             self.cancel(CANCELLED, "Query cancelled.")
         elif self._last is not None:
             sql, args, apply = self._last
             self.run(sql, args, apply)
 
-    async def _job(self, spec: QuerySpec, progress: Any, pending: "asyncio.Future[Sequence[Any]]",
-                   apply: Callable[[Sequence[Any]], None]) -> None:
-        try:
-            # Runs on the database thread (see bokeh_apps.runtime); cancelling this task
-            # cancels `pending`, which cancels the query over there.
-            result = await pending
-        except QueryFailed as exc:
+    def _landed(self, done: "asyncio.Future[Sequence[Any]]", spec: QuerySpec, progress: Any,
+                apply: Callable[[Sequence[Any]], None]) -> None:
+        """The query ended (on the Bokeh loop): schedule the chart, or say why there is none."""
+        if done.cancelled():
+            return
+        exc = done.exception()
+        if isinstance(exc, QueryFailed):
             message = str(exc)
             self._later(lambda: self._finish(ERROR, message))
             return
-        except Exception:  # bookkeeping failed (database gone, worker deregistered): say so
-            log.exception("query %r of %s failed", self.label, spec.dashboard)
+        if exc is not None:  # bookkeeping failed (database gone, worker deregistered): say so
+            log.error("query %r of %s failed", self.label, spec.dashboard, exc_info=exc)
             self._later(lambda: self._finish(ERROR, UNAVAILABLE))
             return
+        result = done.result()
         elapsed = time.monotonic() - progress.started
 
         def _apply() -> None:
@@ -149,7 +145,7 @@ class DocumentQuery:
         self._later(_apply)
 
     def _render(self) -> None:
-        if self._progress is not None and (self.task is None or not self.task.done()):
+        if self._progress is not None and self.running:
             self._show(*self._progress.describe())
 
     def _finish(self, state: str, text: str) -> None:
