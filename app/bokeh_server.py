@@ -42,9 +42,11 @@ STARTUP_TIMEOUT_S = 60.0
 
 
 def configure_bokeh(settings: Settings) -> None:
-    """Bokeh validates every new session's document (about 4 ms of CPU for a small one).
-    The apps are validated in dev and by the tests; production skips it, unless
-    BOKEH_VALIDATE_DOC says otherwise."""
+    """Process-wide Bokeh and Panel settings for a server that opens many sessions.
+
+    Bokeh validates every new session's document (about 4 ms of CPU for a small one); the
+    apps are validated in dev and by the tests, so production skips it unless
+    BOKEH_VALIDATE_DOC says otherwise. Panel's autoload.js bundle is cached (below)."""
     os.environ.setdefault("BOKEH_VALIDATE_DOC", "true" if settings.is_dev else "false")
     cache_autoload_bundles()
 
@@ -220,7 +222,7 @@ class EmbeddedBokehServer:
         http_server.add_sockets(self.reservation.sockets)
         self._server = BaseServer(IOLoop.current(), tornado_app, http_server)
         self._server.start()
-        self.runtime.start_heartbeat()
+        self.runtime.start_jobs()
         from bokeh_apps import collector
         collector.install()  # last: what exists now is the long-lived heap
         log.info("Bokeh server %s serving on %s:%s", self.reservation.name, self.reservation.host, self.reservation.port)

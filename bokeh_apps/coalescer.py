@@ -95,8 +95,6 @@ class Coalescer:
         self._runs: dict[str, LocalRun] = {}
         self._by_run: dict[int, LocalRun] = {}
         self._recent: OrderedDict[int, str] = OrderedDict()
-        # What this worker did, for logs and the stats the tests read.
-        self.executions = 0
         notifications.subscribe(CHANNEL, self._on_notice)
 
     # sessions ------------------------------------------------------------------
@@ -117,14 +115,9 @@ class Coalescer:
             if run.refs == 0 and not run.future.done():
                 self._abandon(run)
 
-    def sharing(self, run: LocalRun) -> int:
-        """Sessions on this worker waiting on `run`."""
-        return run.refs
-
     def _abandon(self, run: LocalRun) -> None:
         run.abandoned = True
-        if self._runs.get(run.key) is run:
-            del self._runs[run.key]
+        self._detach(run)
         run.wake.set()
 
     # notifications -------------------------------------------------------------
@@ -170,13 +163,11 @@ class Coalescer:
         finally:
             if run.run_id is not None:
                 self._by_run.pop(run.run_id, None)
-            if self._runs.get(run.key) is run:
-                del self._runs[run.key]
+            self._detach(run)
             if not run.future.done():
                 run.future.cancel()
 
     async def _lead(self, run: LocalRun, execute: Execute, ttl: float) -> None:
-        self.executions += 1
         job = asyncio.get_running_loop().create_task(execute(run))
         left = None
         while not job.done():

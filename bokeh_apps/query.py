@@ -23,12 +23,12 @@ from bokeh.models import Button, Div, UIElement
 
 from bokeh_apps import runtime
 from bokeh_apps.coalescer import QueryFailed
-from bokeh_apps.query_service import QuerySpec
+from bokeh_apps.query_service import RUNNING, QuerySpec
 from bokeh_apps.session import SessionInfo
 
 log = logging.getLogger(__name__)
 
-RUNNING, QUEUED, DONE, ERROR, CANCELLED = "running", "queued", "done", "error", "cancelled"
+DONE, ERROR, CANCELLED = "done", "error", "cancelled"
 TICK_MS = 1000
 UNAVAILABLE = "The query could not be started; reload the page to try again."
 

@@ -24,6 +24,10 @@ from bokeh_apps.slots import WorkerSlots
 from bokeh_apps.user_queue import UserQueue
 
 
+# What the placeholder says while a query is not finished (bokeh_apps.query adds the rest).
+RUNNING, QUEUED = "running", "queued"
+
+
 @dataclass(frozen=True)
 class QuerySpec:
     """One query of one session: what to run, for whom, and how long a result stays fresh."""
@@ -62,19 +66,19 @@ class Progress:
                 self.on_change()
 
     def describe(self) -> tuple[str, str]:
-        """(state, text) for the placeholder; state is "queued" or "running"."""
+        """(state, text) for the placeholder; state is QUEUED or RUNNING."""
         elapsed = time.monotonic() - self.started
         if self.user_position:
-            return "queued", (f"Queued: {ordinal(self.user_position)} in line. You already have "
+            return QUEUED, (f"Queued: {ordinal(self.user_position)} in line. You already have "
                               f"{self.limit} {_plural(self.limit, 'query', 'queries')} running, your limit; "
                               f"waiting {elapsed:.0f} s.")
         run = self.run
         if run is not None and run.phase == "queued" and run.position():
-            return "queued", (f"Queued: {ordinal(run.position())} in line for this server's {self.capacity} "
+            return QUEUED, (f"Queued: {ordinal(run.position())} in line for this server's {self.capacity} "
                               f"database connections; waiting {elapsed:.0f} s.")
         shared = f" (shared with {run.refs - 1} other {_plural(run.refs - 1, 'view', 'views')})" \
             if run is not None and run.refs > 1 else ""
-        return "running", f"Running query: {self.label}, {elapsed:.0f} s{shared}"
+        return RUNNING, f"Running query: {self.label}, {elapsed:.0f} s{shared}"
 
 
 def ordinal(n: int) -> str:

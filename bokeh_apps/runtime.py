@@ -96,8 +96,10 @@ class WorkerRuntime:
         self._db_tasks: list[asyncio.Task] = []
         self._bokeh_tasks: list[asyncio.Task] = []
         self._queries: "weakref.WeakSet[Any]" = weakref.WeakSet()
-        # Sessions created since the last heartbeat (the registry counts them as pending).
+        # Sessions created in all (the Bokeh thread counts), and how many of them the
+        # heartbeat has reported; the difference is what the registry still counts as pending.
         self.sessions_created = 0
+        self._sessions_reported = 0
 
     @property
     def worker(self) -> str:
@@ -147,7 +149,7 @@ class WorkerRuntime:
         Cancelling the returned future cancels the coroutine over there."""
         return asyncio.wrap_future(self.db.submit(coro))
 
-    def start_heartbeat(self) -> None:
+    def start_jobs(self) -> None:
         """Start the periodic jobs: heartbeat and purge on the database loop, the sweep of
         destroyed sessions and the deferred garbage collection on the Bokeh loop."""
         async def start_db_jobs() -> None:
@@ -182,7 +184,10 @@ class WorkerRuntime:
         r = self.reservation
         while True:
             try:
-                created, self.sessions_created = self.sessions_created, 0
+                # Only the Bokeh thread writes sessions_created, only this one _sessions_reported:
+                # a swap-and-reset across the two threads could lose increments.
+                total = self.sessions_created
+                created, self._sessions_reported = total - self._sessions_reported, total
                 status = await self.control.execute(HEARTBEAT_SQL, r.worker_id, self._count_sessions(), created,
                                                     float(self.settings.session_token_ttl_seconds))
                 if status == "UPDATE 0":
