@@ -56,6 +56,10 @@ class Settings:
     # Result cache per dashboard, seconds; 0 is off. Teams aggregates the whole history and
     # changes slowly; slow-query is for load testing, where a cache would hide the load.
     query_cache_ttl: tuple[tuple[str, float], ...] = (("teams", 60.0),)
+    # The page starts its dashboard's opening query on the chosen worker (bokeh_apps.prefetch),
+    # so it runs while the browser loads BokehJS; the session adopts it. A page whose
+    # session never comes has its query cancelled after this many seconds. 0: off.
+    query_prefetch_seconds: float = 10.0
     # Serve slow-query-blocking, the synchronous baseline `make bench` compares against.
     blocking_baseline: bool = False
     nginx_bin: str = "nginx"
@@ -108,6 +112,7 @@ class Settings:
             statement_timeout_seconds=_float(env, "STATEMENT_TIMEOUT_SECONDS", 60.0, 0.1, 86400),
             user_query_limit=_int(env, "USER_QUERY_LIMIT", 4, 1, 10000),
             query_cache_ttl=_cache_ttl(env.get("QUERY_CACHE_TTL", "teams=60")),
+            query_prefetch_seconds=_float(env, "QUERY_PREFETCH_SECONDS", 10.0, 0, 600),
             blocking_baseline=_bool(env, "BLOCKING_BASELINE", False),
             nginx_bin=env.get("NGINX_BIN", "nginx"),
             seed_demo=_bool(env, "SEED_DEMO", is_dev),

@@ -5,8 +5,9 @@ from bokeh.document import Document
 from bokeh.models import ColumnDataSource, HoverTool
 from bokeh.plotting import figure
 
+from bokeh_apps.prefetch import Opening
 from bokeh_apps.query import DocumentQuery
-from bokeh_apps.session import add_dashboard, session_info
+from bokeh_apps.session import SessionInfo, add_dashboard, session_info
 
 NAME = "my-happiness"
 # The user id comes from the token's scope, so the WHERE clause is the access rule.
@@ -15,6 +16,10 @@ SQL = """
     WHERE user_id = $1 AND created_at >= now() - make_interval(days => $2)
     ORDER BY created_at
 """
+
+
+def opening_query(info: SessionInfo) -> Opening:
+    return Opening("your history", SQL, (info.scope["user_id"], info.params["days"]))
 
 
 def build(doc: Document) -> None:
@@ -29,10 +34,11 @@ def build(doc: Document) -> None:
     fig.add_tools(HoverTool(tooltips=[("when", "@time{%F %H:%M}"), ("score", "@score")],
                             formatters={"@time": "datetime"}))
     fig.yaxis.axis_label = "happiness (1-10)"
-    query = DocumentQuery(doc, info, "your history")
+    opening = opening_query(info)
+    query = DocumentQuery(doc, info, opening.label)
     add_dashboard(doc, "My happiness", query.controls, fig)
 
     def apply(rows) -> None:
         source.data = {"time": [r["created_at"] for r in rows], "score": [r["score"] for r in rows]}
 
-    query.run(SQL, (info.scope["user_id"], info.params["days"]), apply)
+    query.run(opening.sql, opening.args, apply)

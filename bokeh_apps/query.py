@@ -40,6 +40,7 @@ class DocumentQuery:
         self.doc = doc
         self.info = info
         self.label = label
+        self._session_id = doc.session_context.id if doc.session_context is not None else None
         self.status = Div(name="query-status", text="", tags=[RUNNING],
                           styles={"color": "#555", "min-height": "1.5em"})
         self.button = Button(name="query-cancel", label="Cancel", button_type="light", width=110,
@@ -60,18 +61,21 @@ class DocumentQuery:
         """Run `sql`; call `apply(rows)` under the document lock when the rows arrive."""
         self.cancel()
         rt = runtime.current()
-        claims = self.info.claims
-        spec = QuerySpec(claims.dashboard, self.label, sql, tuple(args), self.info.scope, claims.principal.user_id,
-                         claims.principal.query_limit or rt.settings.user_query_limit,
-                         rt.settings.cache_ttl(claims.dashboard))
+        spec = QuerySpec.for_session(rt.settings, self.info, self.label, sql, args)
         self._last = (sql, tuple(args), apply)
-        self._progress = rt.queries.progress(spec)
+        # The page may have started this very query already (bokeh_apps.prefetch).
+        prefetched = rt.prefetch.take(self._session_id, spec) if self._session_id else None
+        if prefetched is not None:
+            self._progress = prefetched.progress
+            self._pending = asyncio.wrap_future(prefetched.future)
+        else:
+            self._progress = rt.queries.progress(spec)
+            # Handed to the database thread from here, not from a task: during a burst a
+            # task's first step would wait behind every other session's document work.
+            self._pending = rt.submit(rt.queries.run(spec, self._progress))
         self._progress.on_change = lambda: self._later(self._render)
         self.button.update(label="Cancel", visible=True)
         self._ticker = self.doc.add_periodic_callback(self._render, TICK_MS)
-        # Handed to the database thread from here, not from a task: during a burst a task's
-        # first step would wait behind every other session's document work.
-        self._pending = rt.submit(rt.queries.run(spec, self._progress))
         progress = self._progress
         self._pending.add_done_callback(lambda done: self._landed(done, spec, progress, apply))
         self._render()

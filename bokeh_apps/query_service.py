@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import asyncpg
 
@@ -22,6 +22,10 @@ from bokeh_apps import rows
 from bokeh_apps.coalescer import Coalescer, LocalRun, QueryFailed
 from bokeh_apps.slots import WorkerSlots
 from bokeh_apps.user_queue import UserQueue
+
+if TYPE_CHECKING:
+    from app.config import Settings
+    from bokeh_apps.session import SessionInfo
 
 
 # What the placeholder says while a query is not finished (bokeh_apps.query adds the rest).
@@ -41,6 +45,14 @@ class QuerySpec:
     limit: int
     cache_ttl: float = 0.0
 
+    @classmethod
+    def for_session(cls, settings: "Settings", info: "SessionInfo", label: str, sql: str,
+                    args: Sequence[Any]) -> "QuerySpec":
+        """The spec of a session's query: its user's limit and its dashboard's cache TTL."""
+        claims = info.claims
+        return cls(claims.dashboard, label, sql, tuple(args), info.scope, claims.principal.user_id,
+                   claims.principal.query_limit or settings.user_query_limit, settings.cache_ttl(claims.dashboard))
+
     @property
     def key(self) -> str:
         return rows.query_key(self.dashboard, self.sql, self.args, self.scope)
@@ -56,14 +68,18 @@ class Progress:
     started: float = field(default_factory=time.monotonic)
     user_position: int = 0
     run: LocalRun | None = None
-    # Called when the place in line changes, so the placeholder need not wait for its tick.
+    # Called when the place in line or the run's phase changes, so the placeholder need not
+    # wait for its tick. Set by the document, possibly after the query started (prefetch).
     on_change: Callable[[], None] | None = None
 
     def moved(self, position: int) -> None:
         if position != self.user_position:
             self.user_position = position
-            if self.on_change is not None:
-                self.on_change()
+            self.changed()
+
+    def changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def describe(self) -> tuple[str, str]:
         """(state, text) for the placeholder; state is QUEUED or RUNNING."""
@@ -115,8 +131,7 @@ class QueryService:
         """The query's rows; raises QueryFailed with the message to show, or CancelledError."""
         def attach(run: LocalRun) -> None:
             progress.run = run
-            if progress.on_change is not None:
-                run.listeners.append(progress.on_change)
+            run.listeners.append(progress.changed)
 
         async with self.user_queue.turn(spec.user_id, spec.limit, progress.moved):
             progress.moved(0)

@@ -33,6 +33,7 @@ from bokeh_apps.user_queue import UserQueue
 if TYPE_CHECKING:
     from app.config import Settings
     from app.registry import Reservation
+    from bokeh_apps.prefetch import Prefetcher
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -93,6 +94,7 @@ class WorkerRuntime:
         self.notifications: Notifications
         self.coalescer: Coalescer
         self.queries: QueryService
+        self.prefetch: Prefetcher
         self._db_tasks: list[asyncio.Task] = []
         self._bokeh_tasks: list[asyncio.Task] = []
         self._queries: "weakref.WeakSet[Any]" = weakref.WeakSet()
@@ -137,6 +139,10 @@ class WorkerRuntime:
         self.queries = QueryService(self.pool, settings.db_pool_size,
                                     UserQueue(self.bookkeeping, self.notifications, worker_id),
                                     self.coalescer, settings.statement_timeout_seconds)
+        # Imported here: the dashboards' modules (and prefetch, through session) import this one.
+        from bokeh_apps import openings
+        from bokeh_apps.prefetch import Prefetcher
+        self.prefetch = Prefetcher(settings, name, worker_id, self.queries, openings(), self.notifications)
         await self.notifications.start()  # after the services above subscribed their channels
 
     async def _connect_control(self) -> asyncpg.Connection:
@@ -208,6 +214,7 @@ class WorkerRuntime:
     async def _close(self) -> None:
         for task in self._db_tasks:
             task.cancel()
+        self.prefetch.close()
         await self.coalescer.close()
         await self.notifications.close()
         for pool in (self.pool, self.bookkeeping):

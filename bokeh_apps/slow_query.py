@@ -8,8 +8,9 @@ from __future__ import annotations
 from bokeh.document import Document
 from bokeh.models import ColumnDataSource, LinearAxis, Plot, Range1d, Title, VBar
 
+from bokeh_apps.prefetch import Opening
 from bokeh_apps.query import DocumentQuery
-from bokeh_apps.session import add_dashboard, session_info
+from bokeh_apps.session import SessionInfo, add_dashboard, session_info
 
 NAME = "slow-query"
 POINTS = 24
@@ -38,14 +39,19 @@ def columns(rows) -> dict[str, list]:
     return {"x": [r["x"] for r in rows], "y": [r["y"] for r in rows]}
 
 
+def opening_query(info: SessionInfo) -> Opening:
+    seconds = float(info.params["seconds"])
+    return Opening(f"pg_sleep({seconds:g})", SQL, (seconds, POINTS, int(info.params.get("variant") or 0)))
+
+
 def build(doc: Document) -> None:
     info = session_info(doc, NAME)
-    seconds = float(info.params["seconds"])
-    source, fig = chart(seconds)
-    query = DocumentQuery(doc, info, f"pg_sleep({seconds:g})")
+    opening = opening_query(info)
+    source, fig = chart(float(info.params["seconds"]))
+    query = DocumentQuery(doc, info, opening.label)
     add_dashboard(doc, "Slow query", query.controls, fig)
 
     def apply(rows) -> None:
         source.data = columns(rows)
 
-    query.run(SQL, (seconds, POINTS, int(info.params.get("variant") or 0)), apply)
+    query.run(opening.sql, opening.args, apply)

@@ -5,8 +5,9 @@ from bokeh.document import Document
 from bokeh.models import ColumnDataSource, HoverTool
 from bokeh.plotting import figure
 
+from bokeh_apps.prefetch import Opening
 from bokeh_apps.query import DocumentQuery
-from bokeh_apps.session import add_dashboard, session_info
+from bokeh_apps.session import SessionInfo, add_dashboard, session_info
 
 NAME = "team"
 SQL = """
@@ -18,6 +19,10 @@ SQL = """
 """
 
 
+def opening_query(info: SessionInfo) -> Opening:
+    return Opening("team averages", SQL, (info.scope["team_id"], info.params["days"]))
+
+
 def build(doc: Document) -> None:
     info = session_info(doc, NAME)
     source = ColumnDataSource(data={"day": [], "mean": [], "entries": []}, name="chart-source")
@@ -27,7 +32,8 @@ def build(doc: Document) -> None:
     fig.line("day", "mean", source=source, line_width=2)
     fig.add_tools(HoverTool(tooltips=[("day", "@day{%F}"), ("mean", "@mean{0.0}"), ("entries", "@entries")],
                             formatters={"@day": "datetime"}))
-    query = DocumentQuery(doc, info, "team averages")
+    opening = opening_query(info)
+    query = DocumentQuery(doc, info, opening.label)
     add_dashboard(doc, "Team happiness", query.controls, fig)
 
     def apply(rows) -> None:
@@ -36,4 +42,4 @@ def build(doc: Document) -> None:
         source.data = {"day": [r["day"] for r in rows], "mean": [r["mean"] for r in rows],
                        "entries": [r["entries"] for r in rows]}
 
-    query.run(SQL, (info.scope["team_id"], info.params["days"]), apply)
+    query.run(opening.sql, opening.args, apply)

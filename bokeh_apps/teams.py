@@ -17,10 +17,12 @@ from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
 from app.access import MAX_WINDOW
+from bokeh_apps.prefetch import Opening
 from bokeh_apps.query import DocumentQuery
 from bokeh_apps.session import SessionInfo, session_info, worker_tags
 
 NAME = "teams"
+LABEL = "teams compared"
 DEFAULT_SPAN = dt.timedelta(days=365)
 SQL = """
     WITH daily AS (
@@ -42,11 +44,8 @@ class TeamsComparison(param.Parameterized):
     window = param.Integer(default=7, bounds=(1, MAX_WINDOW), doc="Rolling mean, in days")
 
     def __init__(self, doc: Document, info: SessionInfo, **params: Any) -> None:
-        today = dt.date.today()
-        p = info.params
-        end = dt.date.fromisoformat(p["end"]) if p.get("end") else today
-        start = dt.date.fromisoformat(p["start"]) if p.get("start") else end - DEFAULT_SPAN
-        super().__init__(date_range=(start, end), window=int(p.get("window") or 7), **params)
+        start, end, window = initial_view(info)
+        super().__init__(date_range=(start, end), window=window, **params)
         self.source = ColumnDataSource(data={"xs": [], "ys": [], "team": [], "color": []}, name="chart-source")
         self.figure = figure(title="Teams compared: rolling mean happiness", x_axis_type="datetime",
                              y_range=(0, 10.5), height=420, sizing_mode="stretch_width",
@@ -54,13 +53,13 @@ class TeamsComparison(param.Parameterized):
         self.figure.multi_line("xs", "ys", line_color="color", legend_field="team", line_width=2, source=self.source)
         self.figure.add_tools(HoverTool(tooltips=[("team", "@team")]))
         self.figure.legend.location = "bottom_left"
-        self.query = DocumentQuery(doc, info, "teams compared")
+        self.query = DocumentQuery(doc, info, LABEL)
         self.refresh()
 
     @param.depends("date_range", "window", watch=True)
     def refresh(self) -> None:
         start, end = self.date_range
-        self.query.run(SQL, (_as_date(start), _as_date(end), self.window), self._apply)
+        self.query.run(SQL, query_args(start, end, self.window), self._apply)
 
     def _apply(self, rows) -> None:
         teams: dict[str, tuple[list, list]] = {}
@@ -75,6 +74,22 @@ class TeamsComparison(param.Parameterized):
 
 def _as_date(value: Any) -> dt.date:
     return value.date() if isinstance(value, dt.datetime) else value
+
+
+def initial_view(info: SessionInfo) -> tuple[dt.date, dt.date, int]:
+    """(start, end, window) the page asked for; a year up to today by default."""
+    p = info.params
+    end = dt.date.fromisoformat(p["end"]) if p.get("end") else dt.date.today()
+    start = dt.date.fromisoformat(p["start"]) if p.get("start") else end - DEFAULT_SPAN
+    return start, end, int(p.get("window") or 7)
+
+
+def query_args(start: Any, end: Any, window: int) -> tuple[dt.date, dt.date, int]:
+    return _as_date(start), _as_date(end), window
+
+
+def opening_query(info: SessionInfo) -> Opening:
+    return Opening(LABEL, SQL, query_args(*initial_view(info)))
 
 
 def build(doc: Document) -> None:

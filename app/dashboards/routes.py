@@ -4,7 +4,7 @@ from flask import abort, current_app, flash, redirect, render_template, request,
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
-from app import access, embed, tokens
+from app import access, embed, prefetch, tokens
 from app.dashboards import bp
 from app.extensions import db
 from app.lifecycle import local_worker_id
@@ -59,9 +59,11 @@ def show(name: str):
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         worker = choose_worker(conn, settings.registry_ttl_seconds,
                                local_host=settings.bokeh_host, prefer_id=local_worker_id())
-    if worker is None:
-        abort(503, description="No dashboard server is running right now; try again in a few seconds.")
-    claims = tokens.SessionClaims(principal, name, params, worker.name)
-    _session_id, token = tokens.mint(claims, settings.bokeh_secret_bytes, settings.session_token_ttl_seconds)
+        if worker is None:
+            abort(503, description="No dashboard server is running right now; try again in a few seconds.")
+        claims = tokens.SessionClaims(principal, name, params, worker.name)
+        _session_id, token = tokens.mint(claims, settings.bokeh_secret_bytes, settings.session_token_ttl_seconds)
+        if settings.query_prefetch_seconds > 0:
+            prefetch.announce(conn, worker.worker_id, token)  # the query starts before the page is sent
     return render_template("dashboards/show.html", board=board, worker=worker.name,
                            script=embed.autoload_tag(request.host_url, worker.name, name, token))

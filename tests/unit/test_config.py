@@ -149,6 +149,7 @@ def test_port_range_parsed():
     ("SESSION_TOKEN_TTL_SECONDS", "4", "SESSION_TOKEN_TTL_SECONDS must be between 5 and 3600, got 4"),
     ("REGISTRY_HEARTBEAT_SECONDS", "fast", "REGISTRY_HEARTBEAT_SECONDS must be a number, got 'fast'"),
     ("SEED_DEMO", "maybe", "SEED_DEMO must be true or false, got 'maybe'"),
+    ("QUERY_PREFETCH_SECONDS", "-1", "QUERY_PREFETCH_SECONDS must be between 0 and 600, got -1.0"),
 ])
 def test_bad_numbers_and_flags(var, raw, expected):
     with pytest.raises(ConfigError) as exc:
@@ -225,10 +226,12 @@ def test_as_env_formats():
 def test_query_settings_defaults_and_parsing():
     s = Settings.from_env({"APP_ENV": "dev", "DATABASE_URL": "postgresql://x/y"})
     assert s.user_query_limit == 4 and s.cache_ttl("teams") == 60.0 and s.cache_ttl("slow-query") == 0.0
-    assert s.blocking_baseline is False
+    assert s.blocking_baseline is False and s.query_prefetch_seconds == 10.0
     s = Settings.from_env({"APP_ENV": "dev", "DATABASE_URL": "postgresql://x/y", "USER_QUERY_LIMIT": "9",
-                           "QUERY_CACHE_TTL": " teams=5 , slow-query=2.5", "BLOCKING_BASELINE": "1"})
-    assert (s.user_query_limit, s.cache_ttl("teams"), s.cache_ttl("slow-query"), s.blocking_baseline) == (9, 5.0, 2.5, True)
+                           "QUERY_CACHE_TTL": " teams=5 , slow-query=2.5", "BLOCKING_BASELINE": "1",
+                           "QUERY_PREFETCH_SECONDS": "0"})
+    assert (s.user_query_limit, s.cache_ttl("teams"), s.cache_ttl("slow-query"), s.blocking_baseline,
+            s.query_prefetch_seconds) == (9, 5.0, 2.5, True, 0.0)
     assert Settings.from_env(s.as_env()) == s
 
 
