@@ -330,3 +330,34 @@ def test_property_type_names_match_stock_for_every_model_class(classes):
         got = [[str(p) for p in props] for _ in range(2)]  # cold, then cached
     assert any(name.startswith("Dict(") for name in expected)
     assert got[0] == expected and got[1] == expected
+
+
+def test_data_specs_serialize_as_stock_for_every_model_class(classes):
+    from bokeh.core.property.dataspec import DataSpec
+
+    cases = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for cls in classes:
+            obj = cls()
+            for name in cls.properties(_with_props=True):
+                prop = cls.lookup(name).property
+                if isinstance(prop, DataSpec):
+                    own = cls.lookup(name).class_default(cls)  # Undefined for a required spec
+                    for val in (own, "a_field", 1.5, {"value": 2}, {"field": "f"}, None, "red"):
+                        cases.append((prop, obj, name, val))
+
+    def run_all():
+        out = []
+        for prop, obj, name, val in cases:
+            try:
+                out.append(repr(prop.to_serializable(obj, name, val)))
+            except Exception as exc:  # the same error either way
+                out.append(f"raised {type(exc).__name__}: {exc}")
+        return out
+    with mode(patched=False):
+        expected = run_all()
+    with mode(patched=True):
+        got = [run_all() for _ in range(2)]  # cold, then cached
+    assert len(cases) > 1000 and any("Field(" in e for e in expected) and any("Value(" in e for e in expected)
+    assert got[0] == expected and got[1] == expected
