@@ -8,9 +8,9 @@ away the default of every property that was never set). CPU ms per document, sto
 patched, best of 12 alternating rounds (``.venv/bin/python -m benchmarks.properties``,
 which writes build/bench/properties.json; ``--ablation`` measures each patch's share)::
 
-    slow-query chart + status row       build  9.0 ->  4.1   to_json  9.1 -> 1.8
-    figure with legend/hover + layout   build 24.9 -> 13.3   to_json 18.0 -> 3.0
-    Panel Column(IntSlider, Bokeh pane) build 21.7 -> 13.2   to_json 12.1 -> 2.0
+    slow-query chart + status row       build  8.7 ->  3.9   to_json  8.8 -> 1.0
+    figure with legend/hover + layout   build 23.6 -> 12.1   to_json 17.2 -> 1.9
+    Panel Column(IntSlider, Bokeh pane) build 20.3 -> 12.2   to_json 11.8 -> 1.2
 
 What is patched (``HasProps`` of bokeh.core.has_props unless said otherwise); the first
 patch is the to_json saving, each of the others saves 5-30% of the patched build time on
@@ -33,6 +33,8 @@ top of the rest (``--ablation``):
   formats eagerly for a possible error message, is computed once per property object.
 * ``DataSpec.to_serializable``: the property it validates a value against is built once
   per spec, not at every serialization of every glyph property.
+* ``is_DataModel`` as bokeh.document.document calls it (to_json() scans every model class
+  for DataModels): answered once per class.
 
 Why per-class caches are safe without invalidation: ``MetaHasProps.__new__`` sets a class's
 ``__properties__`` and ``__overridden_defaults__`` from its body, and neither Bokeh nor
@@ -56,6 +58,7 @@ import logging
 from typing import Any, Callable
 
 import bokeh
+import bokeh.document.document as bokeh_document
 from bokeh.core.has_props import HasProps
 from bokeh.core.property.descriptors import (
     ColumnDataPropertyDescriptor,
@@ -76,8 +79,8 @@ log = logging.getLogger(__name__)
 
 SUPPORTED_VERSION_PREFIX = "3.9."
 
-# (owner, attribute) -> the raw entry of owner.__dict__ that install() replaced.
-_originals: dict[tuple[type, str], Any] = {}
+# (owner, attribute) -> the raw entry of owner.__dict__ (a class, or a module) that install() replaced.
+_originals: dict[tuple[Any, str], Any] = {}
 
 # Per-class caches, keyed by the class itself (not its name), so that classes created
 # after install() get their own entries. They hold classes alive, as Bokeh's lru_cache on
@@ -87,6 +90,7 @@ _unstable_props: dict[type, tuple[tuple[str, Any], ...]] = {}
 _overrides: dict[type, dict[str, Any]] = {}
 _unstable_default: dict[tuple[Any, type], bool] = {}
 _themed_on_class: dict[type, bool] = {}
+_data_model: dict[type, bool] = {}
 
 # Descriptor types whose get_value() for an unset, unthemed property with a stable
 # default only computes class_default() (plus a pure to_serializable() for data specs).
@@ -96,7 +100,7 @@ _PLAIN_DESCRIPTORS = frozenset({
 })
 
 
-def _stock(owner: type, name: str) -> Any:
+def _stock(owner: Any, name: str) -> Any:
     """The original function, unwrapped from its classmethod if it is one."""
     raw = _originals[(owner, name)] if (owner, name) in _originals else owner.__dict__[name]
     return raw.__func__ if isinstance(raw, classmethod) else raw
@@ -285,7 +289,17 @@ def _dataspec_to_serializable(self: DataSpec, obj: HasProps, name: str, val: Any
     return val
 
 
-_PATCHES: tuple[tuple[type, str, Any], ...] = (
+def _is_data_model(cls: type) -> bool:
+    """Stock ``is_DataModel``, once per class. ``Document.to_json()`` asks it of every
+    registered model class (529 with Panel loaded) at every PULL-DOC: 0.6 ms of the 1.7 ms
+    a slow-query document's to_json() takes. ``__data_model__`` is set in the class body."""
+    answer = _data_model.get(cls)
+    if answer is None:
+        answer = _data_model[cls] = _stock(bokeh_document, "is_DataModel")(cls)
+    return answer
+
+
+_PATCHES: tuple[tuple[Any, str, Any], ...] = (
     (HasProps, "query_properties_with_values", _query_properties_with_values),
     (HasProps, "__init__", _init),
     (HasProps, "_overridden_defaults", classmethod(_overridden_defaults)),
@@ -293,11 +307,12 @@ _PATCHES: tuple[tuple[type, str, Any], ...] = (
     (HasProps, "themed_values", _themed_values),
     (ParameterizedProperty, "__str__", _parameterized_str),
     (DataSpec, "to_serializable", _dataspec_to_serializable),
+    (bokeh_document, "is_DataModel", _is_data_model),
 )
 
 
 def _clear_caches() -> None:
-    for cache in (_query_plans, _unstable_props, _overrides, _unstable_default, _themed_on_class):
+    for cache in (_query_plans, _unstable_props, _overrides, _unstable_default, _themed_on_class, _data_model):
         cache.clear()
 
 

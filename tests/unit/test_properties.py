@@ -16,7 +16,7 @@ import bokeh.models
 import panel as pn
 import pytest
 from bokeh.core.has_props import HasProps
-from bokeh.core.property.descriptors import PropertyDescriptor, UnsetValueError
+from bokeh.core.property.descriptors import UnsetValueError
 from bokeh.core.property.singletons import Intrinsic, Undefined
 from bokeh.core.serialization import Serializer
 from bokeh.document import Document
@@ -34,10 +34,8 @@ from bokeh_apps.slow_query import chart
 # Imported for their side effect: every model class our dashboards use is registered.
 REGISTERING = (bokeh.models, pn, bokeh_apps.team, bokeh_apps.teams)
 
-PATCHED = ("query_properties_with_values", "__init__", "_overridden_defaults", "themed_values")
-# Captured at import, before any test installs anything.
-ORIGINALS = {name: HasProps.__dict__[name] for name in PATCHED}
-ORIGINAL_HAS_UNSTABLE = PropertyDescriptor.__dict__["has_unstable_default"]
+# Captured at import, before any test installs anything: (owner, name) -> its original.
+ORIGINALS = {(owner, name): owner.__dict__[name] for owner, name, _ in properties._PATCHES}
 
 
 @pytest.fixture(autouse=True)
@@ -255,18 +253,20 @@ def test_unset_required_property_raises_or_is_undefined_as_stock():
 
 
 def test_install_is_idempotent_and_uninstall_restores_the_originals():
+    def current() -> dict:
+        return {(owner, name): owner.__dict__[name] for owner, name in ORIGINALS}
+
+    assert {name for _, name in ORIGINALS} >= {"query_properties_with_values", "__init__", "is_DataModel"}
     assert properties.install() is True
-    patched = {name: HasProps.__dict__[name] for name in PATCHED}
-    assert all(patched[name] is not ORIGINALS[name] for name in PATCHED)
-    assert PropertyDescriptor.__dict__["has_unstable_default"] is not ORIGINAL_HAS_UNSTABLE
+    patched = current()
+    assert all(patched[key] is not ORIGINALS[key] for key in ORIGINALS)
     assert properties.install() is True
-    assert {name: HasProps.__dict__[name] for name in PATCHED} == patched  # not wrapped twice
+    assert current() == patched  # not wrapped twice
     properties.uninstall()
-    assert all(HasProps.__dict__[name] is ORIGINALS[name] for name in PATCHED)
-    assert PropertyDescriptor.__dict__["has_unstable_default"] is ORIGINAL_HAS_UNSTABLE
+    assert all(current()[key] is ORIGINALS[key] for key in ORIGINALS)
     assert not properties.installed()
     properties.uninstall()  # harmless when not installed
-    assert all(HasProps.__dict__[name] is ORIGINALS[name] for name in PATCHED)
+    assert all(current()[key] is ORIGINALS[key] for key in ORIGINALS)
 
 
 def test_install_refuses_other_bokeh_versions(monkeypatch, caplog):
@@ -274,7 +274,7 @@ def test_install_refuses_other_bokeh_versions(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger=properties.__name__):
         assert properties.install() is False
     assert "3.10.0" in caplog.text
-    assert all(HasProps.__dict__[name] is ORIGINALS[name] for name in PATCHED)
+    assert all(owner.__dict__[name] is original for (owner, name), original in ORIGINALS.items())
 
 
 def test_construction_matches_stock_for_every_model_class(classes):
@@ -360,4 +360,16 @@ def test_data_specs_serialize_as_stock_for_every_model_class(classes):
     with mode(patched=True):
         got = [run_all() for _ in range(2)]  # cold, then cached
     assert len(cases) > 1000 and any("Field(" in e for e in expected) and any("Value(" in e for e in expected)
+    assert got[0] == expected and got[1] == expected
+
+
+def test_data_model_answers_match_stock_for_every_model_class():
+    import bokeh.document.document as bokeh_document
+
+    classes = list(Model.model_class_reverse_map.values())
+    with mode(patched=False):
+        expected = [bool(bokeh_document.is_DataModel(cls)) for cls in classes]
+    with mode(patched=True):
+        got = [[bool(bokeh_document.is_DataModel(cls)) for cls in classes] for _ in range(2)]
+    assert 0 < sum(expected) < len(expected)  # Panel's DataModels, and the rest
     assert got[0] == expected and got[1] == expected
