@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import html
 import re
+import socket
 import time
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
@@ -20,10 +21,28 @@ from bokeh.protocol import Protocol
 from bokeh.protocol.receiver import Receiver
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
 from tornado.iostream import StreamClosedError
+from tornado.netutil import DefaultLoopResolver, Resolver
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 _AUTOLOAD = re.compile(r'xhr\.open\(\'GET\', "([^"]+/autoload\.js\?[^"]+)"')
+
+
+class CachingResolver(Resolver):
+    """Resolves each (host, port, family) once. Tornado's default resolver runs getaddrinfo
+    on a thread pool for every new connection, even to 127.0.0.1: a quarter of the load
+    tester's CPU in a burst of sessions (py-spy, make bench load (b))."""
+
+    def initialize(self) -> None:  # tornado's Configurable calls this instead of __init__
+        self._fallback = DefaultLoopResolver()
+        self._known: dict[tuple[str, int, int], list[tuple[int, Any]]] = {}
+
+    async def resolve(self, host: str, port: int, family: socket.AddressFamily = socket.AF_UNSPEC
+                      ) -> list[tuple[int, Any]]:
+        key = (host, port, int(family))
+        if key not in self._known:
+            self._known[key] = await self._fallback.resolve(host, port, family)
+        return self._known[key]
 
 
 class ClientError(RuntimeError):
@@ -68,13 +87,16 @@ def parse_page(status: int, body: str) -> EmbeddedPage:
 class SiteClient:
     """One browser user: a cookie jar and the site's base URL."""
 
-    def __init__(self, base_url: str, *, timeout: float = 30.0, http: AsyncHTTPClient | None = None) -> None:
+    def __init__(self, base_url: str, *, timeout: float = 30.0, http: AsyncHTTPClient | None = None,
+                 resolver: Resolver | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.cookies: SimpleCookie = SimpleCookie()
         # Pass a shared client to lift tornado's default of 10 concurrent requests per client
-        # (AsyncHTTPClient(force_instance=True, max_clients=...)); the load tester does.
+        # (AsyncHTTPClient(force_instance=True, max_clients=...)); the load tester does, with
+        # a CachingResolver, which it passes here too for the websockets.
         self.http = http or AsyncHTTPClient()
+        self.resolver = resolver
 
     @property
     def origin(self) -> str:
@@ -126,7 +148,8 @@ class SiteClient:
     async def connect(self, page: EmbeddedPage, *, origin: str | None = None, light: bool = False):
         """A BokehSession (a live Document), or with light=True a LightSession (watched models only)."""
         kind = LightSession if light else BokehSession
-        return await kind.connect(page.websocket_url, page.token, origin or self.origin, self.timeout)
+        return await kind.connect(page.websocket_url, page.token, origin or self.origin, self.timeout,
+                                  resolver=self.resolver)
 
 
 class ProtocolSession:
@@ -155,9 +178,11 @@ class ProtocolSession:
         raise NotImplementedError
 
     @classmethod
-    async def connect(cls, ws_url: str, token: str, origin: str, timeout: float = 30.0):
+    async def connect(cls, ws_url: str, token: str, origin: str, timeout: float = 30.0,
+                      resolver: Resolver | None = None):
         request = HTTPRequest(ws_url, headers={"Origin": origin}, request_timeout=timeout)
-        ws = await websocket_connect(request, subprotocols=["bokeh", token], max_message_size=64 * 1024 * 1024)
+        ws = await websocket_connect(request, subprotocols=["bokeh", token], max_message_size=64 * 1024 * 1024,
+                                     resolver=resolver)
         session = cls(ws, timeout)
         ack = await session._read()
         if ack.msgtype != "ACK":

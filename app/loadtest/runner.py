@@ -24,7 +24,7 @@ from tornado.websocket import WebSocketClosedError
 
 from app.access import SLOW_QUERY_MAX_VARIANT
 from app.loadtest.accounts import DEFAULT_PREFIX, DEV_LOADTEST_PASSWORD, username
-from app.site_client import ClientError, ConnectionClosed, LightSession, SiteClient, parse_page
+from app.site_client import CachingResolver, ClientError, ConnectionClosed, LightSession, SiteClient, parse_page
 
 # Dashboards that take ?seconds= and ?variant= (a distinct variant makes every query distinct).
 SLOW_DASHBOARDS = ("slow-query", "slow-query-blocking")
@@ -178,9 +178,10 @@ def _page_path(dashboard: str, params: dict[str, str]) -> str:
 
 
 class _Driver:
-    def __init__(self, config: LoadConfig, http: AsyncHTTPClient) -> None:
+    def __init__(self, config: LoadConfig, http: AsyncHTTPClient, resolver: CachingResolver) -> None:
         self.config = config
         self.http = http
+        self.resolver = resolver
         self.t0 = time.monotonic()
         planned = None if config.duration is not None else config.sessions
         self.live = Progress(planned=planned, duration=config.duration)
@@ -191,7 +192,7 @@ class _Driver:
     # -- before the measured phase ---------------------------------------------------------
 
     async def login(self, user: str) -> SiteClient:
-        client = SiteClient(self.config.url, timeout=self.config.timeout, http=self.http)
+        client = SiteClient(self.config.url, timeout=self.config.timeout, http=self.http, resolver=self.resolver)
         try:
             await client.login(user, self.config.password)
         except ClientError as exc:
@@ -348,9 +349,10 @@ async def run_load(config: LoadConfig, progress: Callable[[Progress], None] | No
     config.validate()
     concurrency = config.active_users if config.duration is not None else config.sessions
     # Tornado queues requests beyond max_clients (default 10), which would serialize sessions.
-    http = AsyncHTTPClient(force_instance=True, max_clients=max(10, concurrency + 1))
+    resolver = CachingResolver()
+    http = AsyncHTTPClient(force_instance=True, max_clients=max(10, concurrency + 1), resolver=resolver)
     try:
-        driver = _Driver(config, http)
+        driver = _Driver(config, http, resolver)
         login_started = time.monotonic()
         clients = await driver.prepare()
         login_s = time.monotonic() - login_started
