@@ -57,6 +57,14 @@ def current() -> "WorkerRuntime":
     return _current
 
 
+async def keep_session(_conn: asyncpg.Connection) -> None:
+    """Release a pool connection without asyncpg's reset query (UNLISTEN *, RESET ALL, ...),
+    a second round trip after every statement: in a burst of 200 sessions, queries waited
+    up to a second for their bookkeeping statements. Nothing here changes session state:
+    the statements are single SELECTs and function calls, the settings are startup
+    parameters, and asyncpg still rolls back a transaction left open."""
+
+
 class DatabaseThread:
     """A daemon thread running an asyncio loop for the worker's database work."""
 
@@ -127,11 +135,13 @@ class WorkerRuntime:
             settings.database_url, min_size=settings.db_pool_size, max_size=settings.db_pool_size,
             # Every query of every app runs under this limit; the server stops it, not us.
             server_settings={"statement_timeout": timeout_ms, "application_name": f"bokeh-{name}"},
+            reset=keep_session,
         )
         self.bookkeeping = await asyncpg.create_pool(
             settings.database_url, min_size=BOOKKEEPING_POOL_SIZE, max_size=BOOKKEEPING_POOL_SIZE,
             server_settings={"statement_timeout": BOOKKEEPING_TIMEOUT_MS,
-                             "application_name": f"bokeh-{name}-bookkeeping"})
+                             "application_name": f"bokeh-{name}-bookkeeping"},
+            reset=keep_session)
         self.control = await self._connect_control()
         self.notifications = Notifications(settings.database_url, f"bokeh-{name}-listen")
         worker_id = self.reservation.worker_id
