@@ -98,6 +98,9 @@ class Bench:
                "WEB_CONCURRENCY": "4", "PUBLIC_PORT": str(public), "GUNICORN_BIND": f"127.0.0.1:{free_port()}",
                "BOKEH_PORT_RANGE": "5400-5499", "BLOCKING_BASELINE": "1", "SEED_DEMO": "1",
                "LOG_LEVEL": "warning", "EDGE_ACCESS_LOG": "off",
+               # Load (b) puts 50 queries at once on each worker; a worker dealt 51 would
+               # make one wait a whole query for a connection. README, "Sizing PostgreSQL".
+               "DB_POOL_SIZE": "60",
                # Generous: scenario (d) queues every session behind the blocking ones.
                "SESSION_TOKEN_TTL_SECONDS": "900"}
         prestart.run(Settings.from_env(env), people_per_team=2, history_days=30)
