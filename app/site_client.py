@@ -31,7 +31,7 @@ _AUTOLOAD = re.compile(r'xhr\.open\(\'GET\', "([^"]+/autoload\.js\?[^"]+)"')
 class CachingResolver(Resolver):
     """Resolves each (host, port, family) once. Tornado's default resolver runs getaddrinfo
     on a thread pool for every new connection, even to 127.0.0.1: a quarter of the load
-    tester's CPU in a burst of sessions (py-spy, make bench load (b))."""
+    tester's py-spy samples in a burst of sessions (make bench load (b))."""
 
     def initialize(self) -> None:  # tornado's Configurable calls this instead of __init__
         self._fallback = DefaultLoopResolver()
