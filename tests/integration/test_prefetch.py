@@ -50,6 +50,16 @@ async def logged_in(site, user: str) -> SiteClient:
     return client
 
 
+async def charted(client: SiteClient, page):
+    """Open the page's session, wait for its chart, close it; its models stay readable."""
+    session = await client.connect(page)
+    try:
+        await session.wait_for_chart(timeout=10)
+    finally:
+        session.close()
+    return session
+
+
 def test_the_page_starts_the_query_and_the_session_adopts_it(prefetch_site):
     site = prefetch_site
     # A limit of one: had the session queued a query of its own, it would wait for the
@@ -62,12 +72,8 @@ def test_the_page_starts_the_query_and_the_session_adopts_it(prefetch_site):
         page = await client.open_dashboard("slow-query", seconds=2, variant=next(_variants))
         # No autoload.js, no websocket yet: only the page was requested.
         wait_until(lambda: sleeping_queries(site, page.worker) == 1, 2, "the page did not start its query")
-        session = await client.connect(page)
-        try:
-            await session.wait_for_chart(timeout=10)
-            return session.query_state, session.model("query-status").text, len(session.model("chart-source").data["y"])
-        finally:
-            session.close()
+        session = await charted(client, page)
+        return session.query_state, session.model("query-status").text, len(session.model("chart-source").data["y"])
     state, text, points = asyncio.run(scenario())
     assert (state, points) == ("done", 24), text
     assert executions(site) - before == 1
@@ -86,12 +92,7 @@ def test_a_page_whose_session_never_opens_has_its_query_cancelled(prefetch_site)
         stopped = time.monotonic() - started
         # The user's one place in line was given back: the next dashboard runs at once.
         page = await client.open_dashboard("slow-query", seconds=1, variant=next(_variants))
-        session = await client.connect(page)
-        try:
-            await session.wait_for_chart(timeout=10)
-            return stopped, session.query_state
-        finally:
-            session.close()
+        return stopped, (await charted(client, page)).query_state
     stopped, state = asyncio.run(scenario())
     assert GRACE_S - 1 < stopped < GRACE_S + 1.5
     assert state == "done"

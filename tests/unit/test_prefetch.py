@@ -72,23 +72,24 @@ def setup():
     return prefetcher, queries, send
 
 
-def run(coro):
-    return asyncio.run(coro)
+async def sent(send, tok: str) -> str:
+    """Deliver a token as the notification would, and let the prefetcher start its query."""
+    send(tok)
+    await asyncio.sleep(0.05)
+    return tok
 
 
 def test_a_token_starts_its_opening_query_and_the_session_takes_it(setup):
     prefetcher, queries, send = setup
 
     async def scenario():
-        tok = token()
-        send(tok)
-        await asyncio.sleep(0.05)
+        tok = await sent(send, token())
         taken = prefetcher.take(get_session_id(tok), spec_of(tok))
         again = prefetcher.take(get_session_id(tok), spec_of(tok))
         running = taken is not None and not taken.future.done()
         await asyncio.sleep(SETTINGS.query_prefetch_seconds + 0.1)
         return taken, again, running, taken is not None and taken.future.done(), list(queries.cancelled)
-    taken, again, running, expired, cancelled = run(scenario())
+    taken, again, running, expired, cancelled = asyncio.run(scenario())
     assert [s.args for s in queries.started] == [(5.0,)]
     assert taken is not None and taken.key == spec_of(token()).key and running
     assert not expired and cancelled == []  # taken: the grace period no longer applies
@@ -99,13 +100,11 @@ def test_an_untaken_query_is_cancelled_after_the_grace_period(setup):
     prefetcher, queries, send = setup
 
     async def scenario():
-        tok = token()
-        send(tok)
-        await asyncio.sleep(0.05)
+        tok = await sent(send, token())
         waiting = prefetcher.waiting
         await asyncio.sleep(SETTINGS.query_prefetch_seconds + 0.1)
         return waiting, prefetcher.take(get_session_id(tok), spec_of(tok))
-    waiting, late = run(scenario())
+    waiting, late = asyncio.run(scenario())
     assert waiting == 1 and late is None
     assert len(queries.cancelled) == 1 and prefetcher.waiting == 0
 
@@ -114,14 +113,12 @@ def test_a_session_asking_for_another_query_cancels_the_prefetched_one(setup):
     prefetcher, queries, send = setup
 
     async def scenario():
-        tok = token(seconds=5.0)
-        send(tok)
-        await asyncio.sleep(0.05)
+        tok = await sent(send, token(seconds=5.0))
         other = spec_of(token(seconds=6.0))
         taken = prefetcher.take(get_session_id(tok), other)
         await asyncio.sleep(0.05)
         return taken
-    assert run(scenario()) is None
+    assert asyncio.run(scenario()) is None
     assert len(queries.cancelled) == 1
 
 
@@ -134,7 +131,7 @@ def test_a_token_arriving_after_its_session_opened_starts_nothing(setup):
         send(tok)
         send(tok)
         await asyncio.sleep(0.05)
-    run(scenario())
+    asyncio.run(scenario())
     assert queries.started == [] and prefetcher.waiting == 0
 
 
@@ -148,9 +145,8 @@ def test_tokens_that_are_not_for_this_worker_start_nothing(setup, caplog, bad, r
     prefetcher, queries, send = setup
 
     async def scenario():
-        send(bad())
-        await asyncio.sleep(0.05)
-    run(scenario())
+        await sent(send, bad())
+    asyncio.run(scenario())
     assert queries.started == [] and prefetcher.waiting == 0
     refused = [r.getMessage() for r in caplog.records if "prefetch refused" in r.getMessage()]
     assert (reason is None and not refused) or (len(refused) == 1 and reason in refused[0])
