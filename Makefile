@@ -6,7 +6,7 @@ export PATH := $(PATH):/usr/sbin
 .PHONY: run test bench bootstrap-run bootstrap-test clean
 
 run: bootstrap-run
-	$(PY) -m app.launcher
+	$(PY) -m app.ops.launcher
 
 test: bootstrap-test
 	$(PY) -m pytest $(PYTEST_ARGS)

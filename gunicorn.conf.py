@@ -1,7 +1,7 @@
-"""gunicorn settings for the site. Hooks are one line each; the logic is in app/lifecycle.py."""
+"""gunicorn settings for the site. Hooks are one line each; the logic is in app/hooks.py."""
 import os
 
-from app import lifecycle
+from app.serving import hooks
 
 wsgi_app = "wsgi:app"
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
@@ -31,16 +31,16 @@ control_socket_disable = True
 
 
 def on_starting(server):
-    lifecycle.check_settings()
+    hooks.check_settings()
 
 
 def post_worker_init(worker):
-    lifecycle.start_worker_services()
+    hooks.start_worker_services()
 
 
 def worker_exit(server, worker):
-    lifecycle.stop_worker_services()
+    hooks.stop_worker_services()
 
 
 def child_exit(server, worker):
-    lifecycle.forget_worker(worker.pid)
+    hooks.forget_worker(worker.pid)

@@ -9,7 +9,7 @@ from app.config import Settings
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
-    app = Flask(__name__)
+    app = Flask(__name__, template_folder="web/templates")
     configure(app, settings)
     register_extensions(app)
     register_blueprints(app)
@@ -41,9 +41,9 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from app.api import bp as api_bp
-    from app.auth import bp as auth_bp
-    from app.dashboards import bp as dashboards_bp
+    from app.web.api import bp as api_bp
+    from app.web.auth import bp as auth_bp
+    from app.web.dashboards import bp as dashboards_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(dashboards_bp)
@@ -51,6 +51,6 @@ def register_blueprints(app: Flask) -> None:
 
 
 def register_error_handlers(app: Flask) -> None:
-    from app.errors import init_app
+    from app.web.errors import init_app
 
     init_app(app)

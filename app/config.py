@@ -56,7 +56,7 @@ class Settings:
     # Result cache per dashboard, seconds; 0 is off. Teams aggregates the whole history and
     # changes slowly; slow-query is for load testing, where a cache would hide the load.
     query_cache_ttl: tuple[tuple[str, float], ...] = (("teams", 60.0),)
-    # The page starts its dashboard's opening query on the chosen worker (bokeh_apps.prefetch),
+    # The page starts its dashboard's opening query on the chosen worker (bokeh_apps.queries.prefetch),
     # so it runs while the browser loads BokehJS; the session adopts it. A page whose
     # session never comes has its query cancelled after this many seconds. 0: off.
     query_prefetch_seconds: float = 10.0

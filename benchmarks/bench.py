@@ -29,13 +29,13 @@ from pathlib import Path
 
 import psycopg2
 
-from app import prestart
 from app.config import Settings
-from app.launcher import Site, free_port
 from app.loadtest.accounts import DEV_LOADTEST_PASSWORD, ensure_accounts
 from app.loadtest.report import summarize, write_html, write_json
 from app.loadtest.runner import LoadConfig, run_load
-from app.pgcluster import PostgresCluster
+from app.ops import prestart
+from app.ops.launcher import Site, free_port
+from app.ops.pgcluster import PostgresCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "build" / "bench"

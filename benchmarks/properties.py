@@ -1,5 +1,5 @@
 """CPU per document of building it and of ``Document.to_json()`` (PULL-DOC), stock Bokeh vs
-bokeh_apps.properties installed.
+bokeh_apps.speedups.properties installed.
 
     .venv/bin/python -m benchmarks.properties [--rounds 15] [--ablation]
 
@@ -24,8 +24,8 @@ from bokeh.layouts import column, row
 from bokeh.models import Button, Div, HoverTool
 from bokeh.plotting import figure
 
-from bokeh_apps import properties
 from bokeh_apps.slow_query import chart
+from bokeh_apps.speedups import properties
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "build" / "bench" / "properties.json"

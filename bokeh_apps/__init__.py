@@ -7,7 +7,7 @@ from bokeh.application import Application
 from bokeh.application.handlers import FunctionHandler
 
 if TYPE_CHECKING:
-    from bokeh_apps.prefetch import OpeningQuery
+    from bokeh_apps.queries.prefetch import OpeningQuery
 
 
 def applications(*, blocking_baseline: bool = False) -> dict[str, Application]:
@@ -21,7 +21,7 @@ def applications(*, blocking_baseline: bool = False) -> dict[str, Application]:
 
 
 def openings() -> dict[str, "OpeningQuery"]:
-    """Each dashboard's opening query, which its page starts early (bokeh_apps.prefetch).
+    """Each dashboard's opening query, which its page starts early (bokeh_apps.queries.prefetch).
     The blocking baseline has none: it runs its query inside the app function."""
     from bokeh_apps import my_happiness, slow_query, team, teams
 

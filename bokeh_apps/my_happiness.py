@@ -5,9 +5,9 @@ from bokeh.document import Document
 from bokeh.models import ColumnDataSource, HoverTool
 from bokeh.plotting import figure
 
-from bokeh_apps.prefetch import Opening
-from bokeh_apps.query import DocumentQuery
-from bokeh_apps.session import SessionInfo, add_dashboard, session_info
+from bokeh_apps.kit.document_query import DocumentQuery
+from bokeh_apps.kit.session import SessionInfo, add_dashboard, session_info
+from bokeh_apps.queries.prefetch import Opening
 
 NAME = "my-happiness"
 # The user id comes from the token's scope, so the WHERE clause is the access rule.

@@ -8,9 +8,9 @@ from __future__ import annotations
 from bokeh.document import Document
 from bokeh.models import ColumnDataSource, LinearAxis, Plot, Range1d, Title, VBar
 
-from bokeh_apps.prefetch import Opening
-from bokeh_apps.query import DocumentQuery
-from bokeh_apps.session import SessionInfo, add_dashboard, session_info
+from bokeh_apps.kit.document_query import DocumentQuery
+from bokeh_apps.kit.session import SessionInfo, add_dashboard, session_info
+from bokeh_apps.queries.prefetch import Opening
 
 NAME = "slow-query"
 POINTS = 24

@@ -12,8 +12,8 @@ from bokeh.document import Document
 from bokeh.models import Div
 
 from app.access import BLOCKING_BASELINE
-from bokeh_apps import runtime
-from bokeh_apps.session import add_dashboard, session_info
+from bokeh_apps.kit import runtime
+from bokeh_apps.kit.session import add_dashboard, session_info
 from bokeh_apps.slow_query import POINTS, SQL, chart, columns
 
 NAME = BLOCKING_BASELINE

@@ -17,9 +17,9 @@ from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
 from app.access import MAX_WINDOW
-from bokeh_apps.prefetch import Opening
-from bokeh_apps.query import DocumentQuery
-from bokeh_apps.session import SessionInfo, session_info, worker_tags
+from bokeh_apps.kit.document_query import DocumentQuery
+from bokeh_apps.kit.session import SessionInfo, session_info, worker_tags
+from bokeh_apps.queries.prefetch import Opening
 
 NAME = "teams"
 LABEL = "teams compared"

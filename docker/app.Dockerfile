@@ -12,7 +12,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # The site runs as this unprivileged user; the code and packages stay root-owned, read-only to it.
 RUN useradd --create-home --uid 10001 --user-group --shell /usr/sbin/nologin app
 
-# app/prestart.py and app/edge.py find alembic.ini, migrations/ and nginx/ next to the app
+# app/ops/prestart.py and app/edge/nginx.py find alembic.ini, migrations/ and nginx/ next to the app
 # package, so the code runs from this checkout-shaped directory (PYTHONPATH above puts it
 # first, ahead of the installed copy, for gunicorn too).
 WORKDIR /srv/app

@@ -30,7 +30,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 COPY app/ app/
 COPY bokeh_apps/ bokeh_apps/
 RUN pip install . && rm -rf build ./*.egg-info
-# app/edge.py renders nginx.conf from the templates next to the app package.
+# app/edge/nginx.py renders nginx.conf from the templates next to the app package.
 COPY nginx/ nginx/
 
 # FLASK_UPSTREAMS names the compose service: Docker's DNS answers with every replica's

@@ -53,6 +53,6 @@ while True:
 PY
 
 say "migrating (and seeding when SEED_DEMO is on)"
-python -m app.prestart
+python -m app.ops.prestart
 
 exec gunicorn -c gunicorn.conf.py "$@"

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from app.config import Settings
-from app.launcher import Site, free_port
-from app.pgcluster import PostgresCluster
-from app import prestart
+from app.ops import prestart
+from app.ops.launcher import Site, free_port
+from app.ops.pgcluster import PostgresCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 _db_names = itertools.count(1)

@@ -24,7 +24,14 @@ from tornado.websocket import WebSocketClosedError
 
 from app.access import SLOW_QUERY_MAX_VARIANT
 from app.loadtest.accounts import DEFAULT_PREFIX, DEV_LOADTEST_PASSWORD, username
-from app.site_client import CachingResolver, ClientError, ConnectionClosed, LightSession, SiteClient, parse_page
+from app.loadtest.site_client import (
+    CachingResolver,
+    ClientError,
+    ConnectionClosed,
+    LightSession,
+    SiteClient,
+    parse_page,
+)
 
 # Dashboards that take ?seconds= and ?variant= (a distinct variant makes every query distinct).
 SLOW_DASHBOARDS = ("slow-query", "slow-query-blocking")
@@ -162,7 +169,7 @@ def classify(exc: BaseException) -> tuple[str, str]:
 
 
 def error_reason(body: bytes) -> str:
-    """The reason the site's error page gives (app/templates/error.html), or ''."""
+    """The reason the site's error page gives (app/web/templates/error.html), or ''."""
     match = _ERROR_REASON.search(body.decode(errors="replace"))
     return html.unescape(match.group(1)).strip() if match else ""
 

@@ -55,7 +55,7 @@ def upgrade() -> None:
         )
     """)
     op.execute("CREATE INDEX ix_query_results_key ON query_results (key, fresh_until)")
-    # One round trip per step of a shared run (bokeh_apps/coalescer.py), each atomic:
+    # One round trip per step of a shared run (bokeh_apps/queries/coalescer.py), each atomic:
     for sql in FUNCTIONS:
         op.execute(sql)
 

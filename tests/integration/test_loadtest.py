@@ -14,8 +14,8 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from app.launcher import free_port
 from app.loadtest.accounts import TEAM_NAME, ensure_accounts
+from app.ops.launcher import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "integration-" + secrets.token_hex(6)

@@ -11,13 +11,22 @@ import psycopg2
 import pytest
 from bokeh.util.token import generate_jwt_token, generate_session_id
 
-from app import prefetch, prestart, tokens
+from app import tokens
+from app.channels import prefetch_channel
 from app.config import Settings
-from app.launcher import Site
-from app.site_client import SiteClient
+from app.loadtest.site_client import SiteClient
+from app.ops import prestart
+from app.ops.launcher import Site
 from tests.conftest import site_env
 from tests.integration.helpers import (
-    DEMO_PASSWORD, account, assert_clean_log, mint, principal, sleeping_queries, wait_until, workers,
+    DEMO_PASSWORD,
+    account,
+    assert_clean_log,
+    mint,
+    principal,
+    sleeping_queries,
+    wait_until,
+    workers,
 )
 
 GRACE_S = 3.0
@@ -121,7 +130,7 @@ def test_closing_the_adopting_session_stops_the_query_within_one_second(prefetch
 
 def notify(site, worker_id: int, payload: str) -> None:
     with psycopg2.connect(site.settings.database_url) as conn, conn.cursor() as cur:
-        cur.execute("SELECT pg_notify(%s, %s)", (prefetch.channel(worker_id), payload))
+        cur.execute("SELECT pg_notify(%s, %s)", (prefetch_channel(worker_id), payload))
 
 
 def test_only_a_token_signed_for_this_worker_starts_a_query(prefetch_site, output_dir):

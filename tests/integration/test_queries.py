@@ -9,7 +9,7 @@ import panel  # noqa: F401  (registers Panel's models for documents pulled over 
 import psycopg2
 import pytest
 
-from app.site_client import BokehSession
+from app.loadtest.site_client import BokehSession
 from tests.integration.helpers import account, mint, sleeping_queries, wait_until, workers
 
 SLOW_SQL = "%pg_sleep($1)%"

@@ -7,11 +7,11 @@ import shutil
 
 import pytest
 
-from app import prestart
 from app.config import Settings
-from app.launcher import Site
+from app.loadtest.site_client import SiteClient
+from app.ops import prestart
+from app.ops.launcher import Site
 from tests.conftest import site_env
-from app.site_client import SiteClient
 from tests.integration.helpers import DEMO_PASSWORD, account, assert_clean_log, sleeping_queries, wait_until, workers
 from tests.integration.test_queries import open_sessions, status_text
 

@@ -9,14 +9,22 @@ from collections import Counter
 
 import panel  # noqa: F401  (registers Panel's models for documents pulled over the websocket)
 from bokeh.util.token import generate_jwt_token, generate_session_id
-from tornado.httpclient import HTTPClientError
+from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
-from tornado.httpclient import HTTPRequest
 
 from app import tokens
-from app.site_client import BokehSession, SiteClient
+from app.loadtest.site_client import BokehSession, SiteClient
 from tests.integration.helpers import (
-    DEMO_PASSWORD, account, assert_clean_log, http_get, mint, principal, quiet, sleeping_queries, wait_until, workers,
+    DEMO_PASSWORD,
+    account,
+    assert_clean_log,
+    http_get,
+    mint,
+    principal,
+    quiet,
+    sleeping_queries,
+    wait_until,
+    workers,
 )
 
 # -- registry and routing ---------------------------------------------------------------

@@ -4,7 +4,13 @@ from __future__ import annotations
 import pytest
 
 from app.access import (
-    AccessDenied, ParamError, Principal, UnknownDashboard, authorize, dashboards_for, parse_params,
+    AccessDenied,
+    ParamError,
+    Principal,
+    UnknownDashboard,
+    authorize,
+    dashboards_for,
+    parse_params,
 )
 
 MEMBER = Principal(10, "mia", "member", 3)

@@ -4,7 +4,11 @@ from __future__ import annotations
 import pytest
 
 from app.config import (
-    DEV_BOKEH_SECRET_KEY, DEV_SECRET_KEY, MIN_BOKEH_SECRET_LENGTH, ConfigError, Settings,
+    DEV_BOKEH_SECRET_KEY,
+    DEV_SECRET_KEY,
+    MIN_BOKEH_SECRET_LENGTH,
+    ConfigError,
+    Settings,
 )
 
 GOOD_SECRET = "s" * 48

@@ -1,6 +1,0 @@
-"""Machine-facing endpoints: health and the worker registry."""
-from flask import Blueprint
-
-bp = Blueprint("api", __name__)
-
-from app.api import routes  # noqa: E402,F401

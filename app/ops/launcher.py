@@ -1,0 +1,198 @@
+"""`make run`: the whole site in the foreground, stopped cleanly by Ctrl-C or SIGTERM.
+
+Without DATABASE_URL it runs a private PostgreSQL cluster under var/ in the checkout.
+Then it migrates and seeds (app.ops.prestart), starts the edge (nginx + route watcher) and
+gunicorn as children, waits until every worker is registered and reachable through
+nginx, and prints the URL and the demo logins. The test suite starts the same `Site`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Mapping
+
+import psycopg2
+
+from app.config import ConfigError, Settings
+from app.ops import prestart
+from app.ops.pgcluster import PostgresCluster, PostgresUnavailable, private_dir
+from app.ops.seed import DEMO_PASSWORD, DEMO_USERS
+from app.serving.registry import live_workers_dbapi
+
+log = logging.getLogger("app.ops.launcher")
+
+ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 120
+STOP_TIMEOUT_S = 20
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+class Site:
+    """The edge and gunicorn, as child processes sharing one environment."""
+
+    def __init__(self, env: Mapping[str, str], run_dir: Path | None = None, log_dir: Path | None = None) -> None:
+        self.env = dict(env)
+        self.settings = Settings.from_env(self.env)
+        self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix="happiness-edge-"))
+        self.log_dir = log_dir
+        self.edge: subprocess.Popen | None = None
+        self.gunicorn: subprocess.Popen | None = None
+        self.env.setdefault("EDGE_RUN_DIR", str(self.run_dir))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.public_port}"
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+        out = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            out = open(self.log_dir / f"{name}.log", "ab")
+        # A new session: the launcher's Ctrl-C goes to the launcher, which stops children in order.
+        return subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT if out else None,
+                                start_new_session=True)
+
+    def start(self, timeout: float = START_TIMEOUT_S) -> "Site":
+        self.edge = self._spawn("edge", [sys.executable, "-m", "app.edge"])
+        self.gunicorn = self._spawn("gunicorn", [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")])
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def registered_workers(self) -> list[tuple[int, int, int]]:
+        with psycopg2.connect(self.settings.database_url) as conn:
+            return [(w.worker_id, w.port, w.pid) for w in live_workers_dbapi(conn, self.settings.registry_ttl_seconds)]
+
+    def routed(self, worker: str) -> int:
+        """HTTP status nginx gives for a worker's path (403 = routed to it, the token is missing)."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/bokeh/{worker}/my-happiness/autoload.js", timeout=5) as r:
+                return r.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, proc in (("edge", self.edge), ("gunicorn", self.gunicorn)):
+                if proc is not None and proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with status {proc.returncode} during start-up")
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as r:
+                    healthy = r.status == 200
+                workers = self.registered_workers()
+                if healthy and len(workers) >= self.settings.web_concurrency and \
+                        all(self.routed(f"w{wid}") == 403 for wid, _, _ in workers):
+                    return
+            except (OSError, psycopg2.Error):
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(f"the site did not come up within {timeout:.0f} s")
+
+    def stop(self) -> None:
+        # gunicorn first, so workers drop their rows while the edge can still follow.
+        for proc in (self.gunicorn, self.edge):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in (self.gunicorn, self.edge):
+            if proc is None:
+                continue
+            try:
+                proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def _private_database(env: dict[str, str]) -> PostgresCluster:
+    base = private_dir(ROOT / "var" / "postgres")
+    wanted = int(env.get("PG_PORT", "54329"))
+    port = wanted if port_free(wanted) else free_port()
+    cluster = PostgresCluster(base, port)
+    cluster.stop()  # a cluster left running by a killed launcher
+    cluster.start()
+    env["DATABASE_URL"] = cluster.create_database("happiness")
+    print(f"PostgreSQL: private cluster in {base} on port {port}", flush=True)
+    return cluster
+
+
+def banner(site: Site) -> str:
+    lines = ["", f"  Team happiness is running: {site.url}", ""]
+    if site.settings.seed_demo:
+        lines.append(f"  Demo logins (password '{DEMO_PASSWORD}'):")
+        lines += [f"    {u:<6} {r}{' of ' + t if t else ''}" for u, r, t in DEMO_USERS]
+        lines.append("")
+    lines.append("  Ctrl-C stops everything.")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    env = dict(os.environ)
+    env.setdefault("APP_ENV", "dev")
+    stop_requested = False
+
+    def request_stop(*_: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+    cluster = None
+    site = None
+    try:
+        if not env.get("DATABASE_URL"):
+            cluster = _private_database(env)
+        settings = Settings.from_env(env)
+        if not port_free(settings.public_port):
+            print(f"Port {settings.public_port} is in use; set PUBLIC_PORT to a free port.", file=sys.stderr)
+            return 2
+        print("Migrating and seeding (the first run generates ~400k rows of history)...", flush=True)
+        prestart.run(settings)
+        site = Site(env).start()
+        print(banner(site), flush=True)
+        while not stop_requested:
+            for name, proc in (("edge", site.edge), ("gunicorn", site.gunicorn)):
+                if proc is not None and proc.poll() is not None:
+                    print(f"{name} exited with status {proc.returncode}; stopping.", file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+        print("Stopping...", flush=True)
+        return 0
+    except (ConfigError, PostgresUnavailable) as exc:
+        print(f"Cannot start: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if site is not None:
+            site.stop()
+        if cluster is not None:
+            cluster.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""The worker's heartbeat: every REGISTRY_HEARTBEAT_SECONDS it tells the registry it is alive,
+how many sessions it holds and how many it created since the last beat (those were pending).
+
+It runs on the runtime's database loop (bokeh_apps.kit.runtime), on a connection of its own,
+so a burst of document work on the Bokeh loop does not delay it and get the worker reclaimed."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+import asyncpg
+
+from app.config import Settings
+from app.serving.registry import HEARTBEAT_SQL, REINSERT_SQL, Reservation
+
+log = logging.getLogger(__name__)
+
+
+class Heartbeat:
+    def __init__(self, settings: Settings, reservation: Reservation,
+                 count_sessions: Callable[[], int], sessions_created: Callable[[], int]) -> None:
+        self.settings = settings
+        self.reservation = reservation
+        self._count_sessions = count_sessions
+        self._sessions_created = sessions_created
+        # Only the Bokeh thread writes the created count, only this job the reported one:
+        # a swap-and-reset across the two threads could lose increments.
+        self._sessions_reported = 0
+        self._conn: asyncpg.Connection | None = None
+
+    async def _connect(self) -> asyncpg.Connection:
+        return await asyncpg.connect(self.settings.database_url,
+                                     server_settings={"application_name": f"bokeh-{self.reservation.name}-control"})
+
+    async def beat(self) -> None:
+        """One beat; re-registers the worker if its row was reclaimed while it was stalled."""
+        r = self.reservation
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await self._connect()
+        total = self._sessions_created()
+        created, self._sessions_reported = total - self._sessions_reported, total
+        status = await self._conn.execute(HEARTBEAT_SQL, r.worker_id, self._count_sessions(), created,
+                                          float(self.settings.session_token_ttl_seconds))
+        if status == "UPDATE 0":
+            log.warning("registry row of %s was reclaimed; registering again", r.name)
+            await self._conn.execute(REINSERT_SQL, r.worker_id, r.host, r.port, r.pid)
+
+    async def run(self) -> None:
+        """Beat until cancelled; a failed beat drops the connection and tries again next time."""
+        try:
+            while True:
+                try:
+                    await self.beat()
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    log.warning("heartbeat of %s failed (%s); reconnecting", self.reservation.name, exc)
+                    self._drop()
+                await asyncio.sleep(self.settings.registry_heartbeat_seconds)
+        finally:
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.terminate()
+            self._conn = None

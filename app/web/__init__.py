@@ -1,0 +1,1 @@
+"""The Flask site: blueprints (auth, dashboards, api), error pages, templates."""

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+from sqlalchemy import select
+
+from app.extensions import db, login_manager
+from app.models import User
+from app.web.auth import bp
+
+MAX_FIELD = 128
+
+
+@login_manager.user_loader
+def load_user(user_id: str) -> User | None:
+    if not user_id.isdigit():
+        return None
+    return db.session.get(User, int(user_id))
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site paths: an open redirect would let a link log people in elsewhere."""
+    if not target:
+        return url_for("dashboards.home")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return url_for("dashboards.home")
+    return target
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    if current_user.is_authenticated:
+        return redirect(url_for("dashboards.home"))
+    if request.method == "GET":
+        return render_template("auth/login.html", next=request.args.get("next", ""))
+    username = request.form.get("username", "").strip()
+    password = request.form.get("password", "")
+    if not username or not password:
+        return render_template("auth/login.html", error="Enter a username and a password.",
+                               username=username[:MAX_FIELD], next=request.form.get("next", "")), 400
+    if len(username) > MAX_FIELD or len(password) > MAX_FIELD:
+        return render_template("auth/login.html", error="Username or password is too long.",
+                               next=request.form.get("next", "")), 400
+    user = db.session.scalars(select(User).where(User.username == username)).first()
+    if user is None or not user.check_password(password):
+        return render_template("auth/login.html", error="Unknown username or wrong password.",
+                               username=username, next=request.form.get("next", "")), 401
+    login_user(user)
+    flash(f"Welcome, {user.username}.")
+    return redirect(_safe_next(request.form.get("next")))
+
+
+@bp.post("/logout")
+@login_required
+def logout():
+    logout_user()
+    flash("You are logged out.")
+    return redirect(url_for("auth.login"))

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+from sqlalchemy import select
+
+from app import access, tokens
+from app.extensions import db
+from app.models import HappinessEntry, User
+from app.serving import embed, prefetch
+from app.serving.hooks import local_worker_id
+from app.serving.registry import choose_worker
+from app.web.dashboards import bp
+
+MAX_NOTE = 500
+
+
+def principal_of(user: User) -> access.Principal:
+    return access.Principal(user.id, user.username, user.role.value, user.team_id, user.is_loadtest, user.query_limit)
+
+
+@bp.get("/")
+@login_required
+def home():
+    principal = principal_of(current_user)
+    recent = db.session.scalars(
+        select(HappinessEntry).where(HappinessEntry.user_id == current_user.id)
+        .order_by(HappinessEntry.created_at.desc()).limit(5)).all()
+    return render_template("dashboards/home.html", dashboards=access.dashboards_for(principal), recent=recent)
+
+
+@bp.post("/entries")
+@login_required
+def log_entry():
+    """Log how you feel: a score from 1 to 10 and an optional note."""
+    raw_score, note = request.form.get("score", ""), request.form.get("note", "")
+    if not raw_score.isdigit() or not 1 <= int(raw_score) <= 10:
+        abort(400, description="The score must be a whole number from 1 to 10.")
+    if len(note) > MAX_NOTE:
+        abort(400, description=f"The note may be at most {MAX_NOTE} characters.")
+    if current_user.team_id is None:
+        abort(400, description="Only team members log happiness; your account has no team.")
+    db.session.add(HappinessEntry(user_id=current_user.id, team_id=current_user.team_id,
+                                  score=int(raw_score), note=note.strip()))
+    db.session.commit()
+    flash("Thanks, logged.")
+    return redirect(url_for("dashboards.home"))
+
+
+@bp.get("/dashboards/<name>")
+@login_required
+def show(name: str):
+    settings = current_app.config["SETTINGS"]
+    principal = principal_of(current_user)
+    board = access.dashboard(name)                              # 404
+    if not board.listed and not settings.blocking_baseline:
+        abort(404, description=f"{name} is only served when the site runs with BLOCKING_BASELINE=1.")
+    params = access.parse_params(name, request.args)          # 400
+    access.authorize(principal, name, params)                   # 403
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        worker = choose_worker(conn, settings.registry_ttl_seconds,
+                               local_host=settings.bokeh_host, prefer_id=local_worker_id())
+        if worker is None:
+            abort(503, description="No dashboard server is running right now; try again in a few seconds.")
+        claims = tokens.SessionClaims(principal, name, params, worker.name)
+        _session_id, token = tokens.mint(claims, settings.bokeh_secret_bytes, settings.session_token_ttl_seconds)
+        if settings.query_prefetch_seconds > 0:
+            prefetch.announce(conn, worker.worker_id, token)  # the query starts before the page is sent
+    return render_template("dashboards/show.html", board=board, worker=worker.name,
+                           script=embed.autoload_tag(request.host_url, worker.name, name, token))

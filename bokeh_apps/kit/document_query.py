@@ -1,0 +1,173 @@
+"""One document's query, as the user sees it: a live placeholder, a cancel button, the chart.
+
+The app function returns at once; the query runs on the worker's database thread through
+the query service, without the document lock, and its result is applied in a next-tick callback,
+which Bokeh runs under the lock and sends to the browser. The placeholder says what runs
+(or where the query waits in line) and the seconds elapsed, every second.
+
+The query stops as soon as nobody can see it: on the cancel button, when the websocket
+closes (tab closed, navigated away: Bokeh's ConnectionLost event, within milliseconds)
+and when the session is destroyed (expired, or never connected: the runtime's sweep).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Callable, Sequence
+
+from bokeh.document import Document
+from bokeh.events import ConnectionLost
+from bokeh.layouts import row
+from bokeh.models import Button, Div, UIElement
+
+from bokeh_apps.kit import runtime
+from bokeh_apps.queries.coalescer import QueryFailed
+from bokeh_apps.queries.service import RUNNING, QuerySpec
+from bokeh_apps.queries.viewer import SessionInfo
+
+log = logging.getLogger(__name__)
+
+DONE, ERROR, CANCELLED = "done", "error", "cancelled"
+TICK_MS = 1000
+UNAVAILABLE = "The query could not be started; reload the page to try again."
+
+
+class DocumentQuery:
+    """The query of one document. `controls` (status text + button) goes into the layout."""
+
+    def __init__(self, doc: Document, info: SessionInfo, label: str) -> None:
+        self.doc = doc
+        self.info = info
+        self.label = label
+        self._session_id = doc.session_context.id if doc.session_context is not None else None
+        self.status = Div(name="query-status", text="", tags=[RUNNING],
+                          styles={"color": "#555", "min-height": "1.5em"})
+        self.button = Button(name="query-cancel", label="Cancel", button_type="light", width=110,
+                             visible=False)
+        self.button.on_click(self._on_button)
+        self.controls: UIElement = row(self.status, self.button, name="query-controls")
+        # The query, running on the database thread; cancelling this future cancels it there.
+        self._pending: asyncio.Future | None = None
+        self._last: tuple[str, tuple, Callable[[Sequence[Any]], None]] | None = None
+        self._progress = None
+        self._ticker = None
+        doc.on_event(ConnectionLost, self._on_connection_lost)
+        # Not doc.on_session_destroyed: Bokeh follows those callbacks with a full gc.collect()
+        # (see bokeh_apps.speedups.collector); the runtime's sweep cancels a destroyed session's query.
+        runtime.current().track(self)
+
+    def run(self, sql: str, args: Sequence[Any], apply: Callable[[Sequence[Any]], None]) -> None:
+        """Run `sql`; call `apply(rows)` under the document lock when the rows arrive."""
+        self.cancel()
+        rt = runtime.current()
+        spec = QuerySpec.for_session(rt.settings, self.info, self.label, sql, args)
+        self._last = (sql, tuple(args), apply)
+        # The page may have started this very query already (bokeh_apps.queries.prefetch).
+        prefetched = rt.prefetch.take(self._session_id, spec) if self._session_id else None
+        if prefetched is not None:
+            self._progress = prefetched.progress
+            self._pending = asyncio.wrap_future(prefetched.future)
+        else:
+            self._progress = rt.queries.progress(spec)
+            # Handed to the database thread from here, not from a task: during a burst a
+            # task's first step would wait behind every other session's document work.
+            self._pending = rt.submit(rt.queries.run(spec, self._progress))
+        self._progress.on_change = lambda: self._later(self._render)
+        self.button.update(label="Cancel", visible=True)
+        self._ticker = self.doc.add_periodic_callback(self._render, TICK_MS)
+        progress = self._progress
+        self._pending.add_done_callback(lambda done: self._landed(done, spec, progress, apply))
+        self._render()
+
+    def cancel(self, state: str | None = None, text: str = "Query cancelled.") -> None:
+        """Stop the query, if one runs; show `state` (from a callback holding the lock)."""
+        running = self.running
+        if running:
+            self._pending.cancel()
+        self._stop_ticker()
+        if running and state is not None:
+            self.button.update(label="Run again", visible=True)
+            self._show(state, text)
+
+    def stop(self) -> None:
+        """Cancel the query only: safe outside the document lock, and on a destroyed session."""
+        if self.running:
+            self._pending.cancel()
+
+    def _on_connection_lost(self, _event: Any) -> None:
+        # Called outside the document lock (a model change here raises inside Bokeh's
+        # websocket close handler, which then never detaches the connection): stop the
+        # query now, update the document on the next tick.
+        if self.running:
+            self.stop()
+            self._later(lambda: self._finish(CANCELLED, "Query cancelled: the page was closed."))
+
+    def _later(self, callback: Callable[[], None]) -> None:
+        """Run callback under the document lock; from any thread; nothing if the session is gone."""
+        try:
+            self.doc.add_next_tick_callback(callback)
+        except Exception:  # the session was destroyed meanwhile: nobody to tell
+            log.debug("document of %r is gone", self.label)
+
+    @property
+    def running(self) -> bool:
+        return self._pending is not None and not self._pending.done()
+
+    @property
+    def orphaned(self) -> bool:
+        """The session was destroyed (Bokeh drops the document's context)."""
+        return self.doc.session_context is None
+
+    def _on_button(self) -> None:
+        if self.running:
+            self.cancel(CANCELLED, "Query cancelled.")
+        elif self._last is not None:
+            sql, args, apply = self._last
+            self.run(sql, args, apply)
+
+    def _landed(self, done: "asyncio.Future[Sequence[Any]]", spec: QuerySpec, progress: Any,
+                apply: Callable[[Sequence[Any]], None]) -> None:
+        """The query ended (on the Bokeh loop): schedule the chart, or say why there is none."""
+        if done.cancelled():
+            return
+        exc = done.exception()
+        if isinstance(exc, QueryFailed):
+            message = str(exc)
+            self._later(lambda: self._finish(ERROR, message))
+            return
+        if exc is not None:  # bookkeeping failed (database gone, worker deregistered): say so
+            log.error("query %r of %s failed", self.label, spec.dashboard, exc_info=exc)
+            self._later(lambda: self._finish(ERROR, UNAVAILABLE))
+            return
+        result = done.result()
+        elapsed = time.monotonic() - progress.started
+
+        def _apply() -> None:
+            apply(result)
+            self._finish(DONE, f"{self.label}: {elapsed:.1f} s")
+        self._later(_apply)
+
+    def _render(self) -> None:
+        if self._progress is not None and self.running:
+            self._show(*self._progress.describe())
+
+    def _finish(self, state: str, text: str) -> None:
+        # The button first: clients treat the status tag as the last word.
+        self._stop_ticker()
+        self.button.update(visible=state in (ERROR, CANCELLED), label="Run again")
+        self._show(state, text)
+
+    def _show(self, state: str, text: str) -> None:
+        if self.status.text != text:
+            self.status.text = text
+        if self.status.tags != [state]:
+            self.status.tags = [state]
+
+    def _stop_ticker(self) -> None:
+        if self._ticker is not None:
+            try:
+                self.doc.remove_periodic_callback(self._ticker)
+            except ValueError:
+                pass
+            self._ticker = None

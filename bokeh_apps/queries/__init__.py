@@ -1,0 +1,1 @@
+"""The query engine: service, user queue, coalescer, slots, prefetch, row encoding, notifications."""

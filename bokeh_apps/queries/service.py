@@ -1,0 +1,151 @@
+"""A worker's query service: the one way the Bokeh apps run SQL.
+
+Every query passes three gates, in this order:
+1. the user's place in line (bokeh_apps.queries.user_queue: at most `limit` at once per user,
+   across all workers, first come first served);
+2. coalescing (bokeh_apps.queries.coalescer: an identical query in flight anywhere, or a fresh
+   cached result, is shared, never run twice);
+3. a slot of this worker (bokeh_apps.queries.slots: as many as the pool has connections, so a
+   query that got a slot never waits for a connection).
+Then it runs on the asyncpg pool under statement_timeout.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import asyncpg
+
+from bokeh_apps.queries import rows
+from bokeh_apps.queries.coalescer import Coalescer, LocalRun, QueryFailed
+from bokeh_apps.queries.slots import WorkerSlots
+from bokeh_apps.queries.user_queue import UserQueue
+
+if TYPE_CHECKING:
+    from app.config import Settings
+    from bokeh_apps.queries.viewer import SessionInfo
+
+
+# What the placeholder says while a query is not finished (bokeh_apps.kit.document_query adds the rest).
+RUNNING, QUEUED = "running", "queued"
+
+
+@dataclass(frozen=True)
+class QuerySpec:
+    """One query of one session: what to run, for whom, and how long a result stays fresh."""
+
+    dashboard: str
+    label: str
+    sql: str
+    args: tuple[Any, ...]
+    scope: dict[str, Any]
+    user_id: int
+    limit: int
+    cache_ttl: float = 0.0
+
+    @classmethod
+    def for_session(cls, settings: "Settings", info: "SessionInfo", label: str, sql: str,
+                    args: Sequence[Any]) -> "QuerySpec":
+        """The spec of a session's query: its user's limit and its dashboard's cache TTL."""
+        claims = info.claims
+        return cls(claims.dashboard, label, sql, tuple(args), info.scope, claims.principal.user_id,
+                   claims.principal.query_limit or settings.user_query_limit, settings.cache_ttl(claims.dashboard))
+
+    @property
+    def key(self) -> str:
+        return rows.query_key(self.dashboard, self.sql, self.args, self.scope)
+
+
+@dataclass
+class Progress:
+    """Where one session's query is; the placeholder renders it every second."""
+
+    label: str
+    limit: int
+    capacity: int
+    started: float = field(default_factory=time.monotonic)
+    user_position: int = 0
+    run: LocalRun | None = None
+    # Called when the place in line or the run's phase changes, so the placeholder need not
+    # wait for its tick. Set by the document, possibly after the query started (prefetch).
+    on_change: Callable[[], None] | None = None
+
+    def moved(self, position: int) -> None:
+        if position != self.user_position:
+            self.user_position = position
+            self.changed()
+
+    def changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    def describe(self) -> tuple[str, str]:
+        """(state, text) for the placeholder; state is QUEUED or RUNNING."""
+        elapsed = time.monotonic() - self.started
+        if self.user_position:
+            return QUEUED, (f"Queued: {ordinal(self.user_position)} in line. You already have "
+                              f"{self.limit} {_plural(self.limit, 'query', 'queries')} running, your limit; "
+                              f"waiting {elapsed:.0f} s.")
+        run = self.run
+        if run is not None and run.phase == "queued" and run.position():
+            return QUEUED, (f"Queued: {ordinal(run.position())} in line for this server's {self.capacity} "
+                              f"database connections; waiting {elapsed:.0f} s.")
+        shared = f" (shared with {run.refs - 1} other {_plural(run.refs - 1, 'view', 'views')})" \
+            if run is not None and run.refs > 1 else ""
+        return RUNNING, f"Running query: {self.label}, {elapsed:.0f} s{shared}"
+
+
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return one if n == 1 else many
+
+
+def describe_error(exc: BaseException, timeout_s: float) -> str:
+    """What the chart says instead of a blank plot."""
+    if isinstance(exc, asyncpg.QueryCanceledError):
+        return f"The query took longer than {timeout_s:g} s and was stopped."
+    if isinstance(exc, (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)):
+        return "The database could not be reached; reload the page to try again."
+    return "The query failed; reload the page to try again."
+
+
+class QueryService:
+    def __init__(self, pool: asyncpg.Pool, capacity: int, user_queue: UserQueue, coalescer: Coalescer,
+                 statement_timeout_s: float) -> None:
+        self.pool = pool
+        self.slots = WorkerSlots(capacity)
+        self.user_queue = user_queue
+        self.coalescer = coalescer
+        self.statement_timeout_s = statement_timeout_s
+
+    def progress(self, spec: QuerySpec) -> Progress:
+        return Progress(spec.label, spec.limit, self.slots.capacity)
+
+    async def run(self, spec: QuerySpec, progress: Progress) -> Sequence[Any]:
+        """The query's rows; raises QueryFailed with the message to show, or CancelledError."""
+        def attach(run: LocalRun) -> None:
+            progress.run = run
+            run.listeners.append(progress.changed)
+
+        async with self.user_queue.turn(spec.user_id, spec.limit, progress.moved):
+            progress.moved(0)
+            return await self.coalescer.get(spec.key, lambda run: self._execute(run, spec), spec.cache_ttl, attach)
+
+    async def _execute(self, run: LocalRun, spec: QuerySpec) -> Sequence[Any]:
+        await self.slots.acquire(run.set_queued)
+        try:
+            run.set_running()
+            async with self.pool.acquire() as conn:
+                return await conn.fetch(spec.sql, *spec.args)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise QueryFailed(describe_error(exc, self.statement_timeout_s)) from exc
+        finally:
+            self.slots.release()

@@ -1,0 +1,88 @@
+"""The per-user cap on concurrent queries, across every worker of the site.
+
+A user's tabs land on different workers, so the queue lives in PostgreSQL: each query
+takes a ticket (query_tickets, a bigserial), and may run while fewer than `limit` of the
+user's tickets are older than its own. That is a FIFO: the oldest `limit` tickets run,
+the rest wait in ticket order. Releasing a ticket notifies the user's waiters on every
+worker; a worker's death drops its tickets with its registry row (ON DELETE CASCADE).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from typing import AsyncIterator, Callable
+
+import asyncpg
+
+from bokeh_apps.queries.notifications import Notifications
+
+CHANNEL = "query_tickets"
+# How often a queued query re-checks its place if no notification woke it.
+POLL_S = 1.0
+
+TAKE_SQL = """
+    WITH t AS (INSERT INTO query_tickets (user_id, worker_id) VALUES ($1, $2) RETURNING id)
+    SELECT t.id, (SELECT count(*) FROM query_tickets q WHERE q.user_id = $1 AND q.id < t.id) AS ahead FROM t
+"""
+AHEAD_SQL = "SELECT count(*) FROM query_tickets WHERE user_id = $1 AND id < $2"
+RELEASE_SQL = f"""
+    WITH d AS (DELETE FROM query_tickets WHERE id = $1 RETURNING user_id)
+    SELECT pg_notify('{CHANNEL}', user_id::text) FROM d
+"""
+
+
+class UserQueue:
+    def __init__(self, pool: asyncpg.Pool, notifications: Notifications, worker_id: int) -> None:
+        self.pool = pool
+        self.worker_id = worker_id
+        # Per user: bumped on each release notification, with the waiters to wake.
+        self._generation: dict[int, int] = defaultdict(int)
+        self._wakeups: dict[int, set[asyncio.Event]] = defaultdict(set)
+        notifications.subscribe(CHANNEL, self._on_release)
+
+    def _on_release(self, payload: str) -> None:
+        try:
+            user_id = int(payload)
+        except ValueError:
+            return
+        self._generation[user_id] += 1
+        for event in self._wakeups.get(user_id, ()):
+            event.set()
+
+    @contextlib.asynccontextmanager
+    async def turn(self, user_id: int, limit: int,
+                   on_queued: Callable[[int], None] | None = None) -> AsyncIterator[None]:
+        """Hold one of the user's `limit` places for the body; wait in line for it first.
+
+        on_queued(n) is called whenever the place in line changes (n = 1 is next).
+        """
+        generation = self._generation[user_id]
+        row = await self.pool.fetchrow(TAKE_SQL, user_id, self.worker_id)
+        ticket, ahead = row["id"], row["ahead"]
+        try:
+            if ahead >= limit:
+                await self._wait(user_id, ticket, limit, ahead, generation, on_queued)
+            yield
+        finally:
+            # Shielded: a cancelled session must still give its place back.
+            await asyncio.shield(self.pool.execute(RELEASE_SQL, ticket))
+
+    async def _wait(self, user_id: int, ticket: int, limit: int, ahead: int, generation: int,
+                    on_queued: Callable[[int], None] | None) -> None:
+        event = asyncio.Event()
+        self._wakeups[user_id].add(event)
+        try:
+            while ahead >= limit:
+                if on_queued is not None:
+                    on_queued(ahead - limit + 1)
+                if self._generation[user_id] == generation:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(event.wait(), POLL_S)
+                event.clear()
+                generation = self._generation[user_id]
+                ahead = await self.pool.fetchval(AHEAD_SQL, user_id, ticket)
+        finally:
+            self._wakeups[user_id].discard(event)
+            if not self._wakeups[user_id]:
+                self._wakeups.pop(user_id, None)

@@ -1,0 +1,113 @@
+"""Unit tests for app.edge: route rendering and the nginx config, checked by the real `nginx -t`."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from app.edge.nginx import NginxServer, render_routes
+
+HEADER = "# Generated from the worker registry by app/edge.\n"
+
+
+def test_render_routes_empty():
+    text = render_routes([])
+    assert text == HEADER
+    assert "location" not in text
+
+
+def test_render_routes_one_block_per_worker():
+    text = render_routes([("w1", "127.0.0.1", 5100), ("w2", "10.0.0.7", 5101)])
+    assert text.startswith(HEADER)
+    assert text.count("location /bokeh/") == 2
+    blocks = text[len(HEADER):].split("location /bokeh/")[1:]
+    for block, (name, host, port) in zip(blocks, [("w1", "127.0.0.1", 5100), ("w2", "10.0.0.7", 5101)]):
+        assert block.startswith(f"{name}/ {{\n")
+        assert f"    proxy_pass http://{host}:{port};\n" in block
+        assert "    proxy_http_version 1.1;\n" in block
+        assert "    proxy_set_header Upgrade $http_upgrade;\n" in block
+        assert "    proxy_set_header Connection $connection_upgrade;\n" in block
+        assert f"    add_header X-Bokeh-Worker {name} always;\n" in block
+        assert block.rstrip().endswith("}")
+
+
+@pytest.fixture
+def nginx_on_path(monkeypatch) -> None:
+    if shutil.which("nginx") is None:
+        monkeypatch.setenv("PATH", os.environ.get("PATH", "") + os.pathsep + "/usr/sbin")
+    if shutil.which("nginx") is None:
+        pytest.fail("nginx is not installed (expected /usr/sbin/nginx)")
+
+
+@pytest.fixture
+def run_dir() -> Path:
+    """Under /tmp and world-traversable: as root, nginx's workers run as www-data."""
+    path = Path(tempfile.mkdtemp(prefix="happiness-unit-edge-"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def server(nginx_on_path, run_dir) -> NginxServer:
+    nginx = NginxServer(run_dir, "127.0.0.1:18080", ["127.0.0.1:18000", "127.0.0.1:18001"],
+                        access_log="off")
+    nginx.render()
+    return nginx
+
+
+def test_render_writes_a_valid_config(server, run_dir):
+    conf = (run_dir / "nginx.conf").read_text()
+    assert "listen 127.0.0.1:18080;" in conf
+    assert "server 127.0.0.1:18000;" in conf and "server 127.0.0.1:18001;" in conf
+    assert f"include {run_dir / 'workers.conf'};" in conf
+    assert "access_log off;" in conf
+    assert (run_dir / "workers.conf").read_text() == HEADER
+    result = server.check()
+    assert result.returncode == 0, result.stderr
+
+
+def test_apply_routes(server, run_dir):
+    routes_file = run_dir / "workers.conf"
+    assert server.apply_routes([("w1", "127.0.0.1", 5100)]) is True
+    text = routes_file.read_text()
+    assert text == render_routes([("w1", "127.0.0.1", 5100)])
+    assert "location /bokeh/w1/ {" in text and "proxy_pass http://127.0.0.1:5100;" in text
+    assert server.check().returncode == 0
+    # The same routes again: nothing to do.
+    assert server.apply_routes([("w1", "127.0.0.1", 5100)]) is False
+    assert routes_file.read_text() == text
+    # Back to no routes is a change too.
+    assert server.apply_routes([]) is True
+    assert routes_file.read_text() == HEADER
+
+
+@pytest.mark.parametrize("bad", [
+    [("w2", "bad host;{", 5101)],
+    [("w1", "127.0.0.1", 5100), ("w1", "127.0.0.1", 5101)],  # duplicate location
+    [("w2", "127.0.0.1", 99999)],
+])
+def test_invalid_routes_are_rejected(server, run_dir, bad):
+    good = [("w1", "127.0.0.1", 5100)]
+    assert server.apply_routes(good) is True
+    before = (run_dir / "workers.conf").read_text()
+    assert server.apply_routes(bad) is False
+    assert (run_dir / "workers.conf").read_text() == before
+    assert server.check().returncode == 0
+    # The rejected routes did not become the "current" ones: the good routes are still a no-op.
+    assert server.apply_routes(good) is False
+
+
+def test_invalid_routes_rejected_after_restart_on_same_run_dir(nginx_on_path, run_dir):
+    first = NginxServer(run_dir, "127.0.0.1:18080", ["127.0.0.1:18000"], access_log="off")
+    first.render()
+    assert first.apply_routes([("w1", "127.0.0.1", 5100)]) is True
+    before = (run_dir / "workers.conf").read_text()
+    # A restarted edge reusing EDGE_RUN_DIR renders over the existing files.
+    second = NginxServer(run_dir, "127.0.0.1:18080", ["127.0.0.1:18000"], access_log="off")
+    second.render()
+    assert second.apply_routes([("w2", "bad host;{", 5101)]) is False
+    assert (run_dir / "workers.conf").read_text() == before
