@@ -1,4 +1,4 @@
-"""Machine-facing endpoints: health and the worker registry."""
+"""Machine-facing endpoints: health, the worker registry, and writing entries as JSON."""
 from flask import Blueprint
 
 bp = Blueprint("api", __name__)

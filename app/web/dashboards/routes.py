@@ -10,9 +10,8 @@ from app.models import HappinessEntry, User
 from app.serving import embed, prefetch
 from app.serving.hooks import local_worker_id
 from app.serving.registry import choose_worker
+from app.web import entries
 from app.web.dashboards import bp
-
-MAX_NOTE = 500
 
 
 def principal_of(user: User) -> access.Principal:
@@ -26,23 +25,22 @@ def home():
     recent = db.session.scalars(
         select(HappinessEntry).where(HappinessEntry.user_id == current_user.id)
         .order_by(HappinessEntry.created_at.desc()).limit(5)).all()
-    return render_template("dashboards/home.html", dashboards=access.dashboards_for(principal), recent=recent)
+    return render_template("dashboards/home.html", dashboards=access.dashboards_for(principal), recent=recent,
+                           max_note=entries.MAX_NOTE)
 
 
 @bp.post("/entries")
 @login_required
 def log_entry():
-    """Log how you feel: a score from 1 to 10 and an optional note."""
-    raw_score, note = request.form.get("score", ""), request.form.get("note", "")
-    if not raw_score.isdigit() or not 1 <= int(raw_score) <= 10:
-        abort(400, description="The score must be a whole number from 1 to 10.")
-    if len(note) > MAX_NOTE:
-        abort(400, description=f"The note may be at most {MAX_NOTE} characters.")
-    if current_user.team_id is None:
-        abort(400, description="Only team members log happiness; your account has no team.")
-    db.session.add(HappinessEntry(user_id=current_user.id, team_id=current_user.team_id,
-                                  score=int(raw_score), note=note.strip()))
-    db.session.commit()
+    """Log how you feel (the plain form): a score from 1 to 10 and an optional note.
+
+    Pages with JavaScript post to /api/entries instead; both share app.web.entries.
+    """
+    try:
+        entries.log_entry(db.session, current_user, score=request.form.get("score", ""),
+                          note=request.form.get("note", ""))
+    except entries.EntryError as exc:
+        abort(exc.status, description=exc.reason)
     flash("Thanks, logged.")
     return redirect(url_for("dashboards.home"))
 
@@ -67,4 +65,5 @@ def show(name: str):
         if settings.query_prefetch_seconds > 0:
             prefetch.announce(conn, worker.worker_id, token)  # the query starts before the page is sent
     return render_template("dashboards/show.html", board=board, worker=worker.name,
-                           script=embed.autoload_tag(request.host_url, worker.name, name, token))
+                           script=embed.autoload_tag(request.host_url, worker.name, name, token),
+                           max_note=entries.MAX_NOTE)
