@@ -21,6 +21,8 @@ SLOW_QUERY_MAX_VARIANT = 10**9
 MAX_DAYS = 3650
 MAX_WINDOW = 90
 BLOCKING_BASELINE = "slow-query-blocking"
+# The live benchmark's baseline: the team chart re-queried every 5 s, whole data each time.
+POLLING_BASELINE = "team-polling"
 
 
 class AccessError(Exception):
@@ -70,6 +72,8 @@ class Dashboard:
     params: tuple[str, ...] = field(default=())
     # Unlisted dashboards are not in the menu; Flask serves them only when the site enables them.
     listed: bool = True
+    # Live dashboards show new happiness entries as they are written (bokeh_apps.kit.live).
+    live: bool = False
 
 
 def _int_param(args: Mapping[str, str], name: str, default: int | None, lo: int, hi: int) -> int | None:
@@ -129,17 +133,21 @@ DASHBOARDS: dict[str, Dashboard] = {
     d.name: d
     for d in (
         Dashboard("my-happiness", "My happiness", "Your own happiness history.",
-                  lambda p: True, _parse_history, ("days",)),
+                  lambda p: True, _parse_history, ("days",), live=True),
         Dashboard("team", "My team", "Your team's average happiness over time.",
-                  lambda p: p.role == ADMIN or p.team_id is not None, _parse_team, ("days", "team")),
+                  lambda p: p.role == ADMIN or p.team_id is not None, _parse_team, ("days", "team"), live=True),
         Dashboard("teams", "All teams", "Every team compared, with a date range and rolling window.",
-                  lambda p: p.role in (LEAD, ADMIN), _parse_teams, ("start", "end", "window")),
+                  lambda p: p.role in (LEAD, ADMIN), _parse_teams, ("start", "end", "window"), live=True),
         Dashboard("slow-query", "Slow query", "A query that takes ?seconds=N, for load testing.",
                   lambda p: p.role == ADMIN or p.is_loadtest, _parse_slow, ("seconds", "variant")),
         Dashboard(BLOCKING_BASELINE, "Slow query, blocking baseline",
                   "The same query run synchronously in the app function, as common embed examples do "
                   "(benchmark baseline; stalls its worker).",
                   lambda p: p.role == ADMIN or p.is_loadtest, _parse_slow, ("seconds", "variant"), listed=False),
+        Dashboard(POLLING_BASELINE, "My team, polling baseline",
+                  "The team chart as the happiness demo first did it: every session re-queries every 5 s "
+                  "(benchmark baseline for live updates).",
+                  lambda p: p.role == ADMIN or p.team_id is not None, _parse_team, ("days", "team"), listed=False),
     )
 }
 
@@ -176,7 +184,7 @@ def authorize(principal: Principal, name: str, params: Mapping[str, Any]) -> dic
         raise AccessDenied(f"your role ({principal.role}) may not open {name}")
     if name == "my-happiness":
         return {"user_id": principal.user_id}
-    if name == "team":
+    if name in ("team", POLLING_BASELINE):
         wanted = params.get("team")
         if principal.role == ADMIN:
             if wanted is None:

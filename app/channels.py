@@ -9,3 +9,6 @@ REGISTRY_CHANNEL = "bokeh_workers"
 def prefetch_channel(worker_id: int) -> str:
     """The channel a worker listens on for its pages' tokens (query prefetch)."""
     return f"query_prefetch_{worker_id}"
+
+# A happiness entry was inserted; the payload is its id (a trigger sends it at commit).
+ENTRIES_CHANNEL = "happiness_entries"

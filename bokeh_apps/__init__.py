@@ -12,11 +12,11 @@ if TYPE_CHECKING:
 
 def applications(*, blocking_baseline: bool = False) -> dict[str, Application]:
     """Fresh Application objects for one server (Panel's patches load with the panel import)."""
-    from bokeh_apps import my_happiness, slow_query, slow_query_blocking, team, teams
+    from bokeh_apps import my_happiness, slow_query, slow_query_blocking, team, team_polling, teams
 
     apps = [my_happiness, team, teams, slow_query]
     if blocking_baseline:
-        apps.append(slow_query_blocking)
+        apps += [slow_query_blocking, team_polling]
     return {f"/{m.NAME}": Application(FunctionHandler(m.build)) for m in apps}
 
 

@@ -7,6 +7,7 @@ from bokeh.plotting import figure
 
 from bokeh_apps.kit.document_query import DocumentQuery
 from bokeh_apps.kit.session import SessionInfo, add_dashboard, session_info
+from bokeh_apps.queries.entries import Entry
 from bokeh_apps.queries.prefetch import Opening
 
 NAME = "my-happiness"
@@ -35,7 +36,11 @@ def build(doc: Document) -> None:
                             formatters={"@time": "datetime"}))
     fig.yaxis.axis_label = "happiness (1-10)"
     opening = opening_query(info)
-    query = DocumentQuery(doc, info, opening.label)
+
+    def on_entries(entries: list[Entry]) -> None:
+        source.stream({"time": [e.created_at for e in entries], "score": [e.score for e in entries]})
+
+    query = DocumentQuery(doc, info, opening.label, on_entries)
     add_dashboard(doc, "My happiness", query.controls, fig)
 
     def apply(rows) -> None:

@@ -6,7 +6,9 @@ blocking the worker's loop, and a change made while a query runs replaces that q
 """
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
 from typing import Any
 
 import panel as pn
@@ -17,9 +19,13 @@ from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
 from app.access import MAX_WINDOW
+from bokeh_apps.kit import runtime
 from bokeh_apps.kit.document_query import DocumentQuery
 from bokeh_apps.kit.session import SessionInfo, session_info, worker_tags
+from bokeh_apps.queries.entries import Entry
 from bokeh_apps.queries.prefetch import Opening
+
+log = logging.getLogger(__name__)
 
 NAME = "teams"
 LABEL = "teams compared"
@@ -31,12 +37,36 @@ SQL = """
         WHERE created_at >= $1::date AND created_at < $2::date + 1
         GROUP BY 1, 2
     )
-    SELECT t.name AS team, d.day,
+    SELECT d.team_id, t.name AS team, d.day,
            avg(d.mean) OVER (PARTITION BY d.team_id ORDER BY d.day
                              ROWS BETWEEN $3::int - 1 PRECEDING AND CURRENT ROW)::float8 AS rolling
     FROM daily d JOIN teams t ON t.id = d.team_id
     ORDER BY t.name, d.day
 """
+
+# One team's newest point: the mean of its last `window` daily means up to `end` (the
+# window counts days with entries, as the chart's ROWS frame does).
+TAIL_SQL = """
+    SELECT t.name AS team, (SELECT avg(x.mean)::float8 FROM (
+        SELECT avg(score) AS mean FROM happiness_entries
+        WHERE team_id = $1 AND created_at >= $2::date AND created_at < $3::date + 1
+        GROUP BY (created_at AT TIME ZONE 'UTC')::date
+        ORDER BY (created_at AT TIME ZONE 'UTC')::date DESC LIMIT $4) x) AS rolling
+    FROM teams t WHERE t.id = $1
+"""
+# Tail reads in flight, shared by this worker's sessions that show the same team and view.
+_tails: dict[tuple, "asyncio.Future"] = {}
+
+
+def tail(team_id: int, start: dt.date, end: dt.date, window: int, batch: int) -> "asyncio.Future":
+    """The team's newest rolling point, read once per worker for every session that asks."""
+    key = (team_id, start, end, window, batch)
+    future = _tails.get(key)
+    if future is None:
+        rt = runtime.current()
+        future = _tails[key] = rt.submit(rt.bookkeeping.fetchrow(TAIL_SQL, team_id, start, end, window))
+        future.add_done_callback(lambda _f: _tails.pop(key, None))
+    return future
 
 
 class TeamsComparison(param.Parameterized):
@@ -53,7 +83,8 @@ class TeamsComparison(param.Parameterized):
         self.figure.multi_line("xs", "ys", line_color="color", legend_field="team", line_width=2, source=self.source)
         self.figure.add_tools(HoverTool(tooltips=[("team", "@team")]))
         self.figure.legend.location = "bottom_left"
-        self.query = DocumentQuery(doc, info, LABEL)
+        self._rows: dict[int, int] = {}  # team id -> its row in the source
+        self.query = DocumentQuery(doc, info, LABEL, self._on_entries, wants=self._in_view)
         self.refresh()
 
     @param.depends("date_range", "window", watch=True)
@@ -63,13 +94,49 @@ class TeamsComparison(param.Parameterized):
 
     def _apply(self, rows) -> None:
         teams: dict[str, tuple[list, list]] = {}
+        ids: dict[str, int] = {}
         for r in rows:
             xs, ys = teams.setdefault(r["team"], ([], []))
+            ids[r["team"]] = r["team_id"]
             xs.append(dt.datetime.combine(r["day"], dt.time()))
             ys.append(r["rolling"])
         names = sorted(teams)
+        self._rows = {ids[n]: i for i, n in enumerate(names)}
         self.source.data = {"xs": [teams[n][0] for n in names], "ys": [teams[n][1] for n in names],
                             "team": names, "color": [Category10_10[i % 10] for i in range(len(names))]}
+
+    def _in_view(self, entry: Entry) -> bool:
+        start, end = (_as_date(d) for d in self.date_range)
+        return start <= entry.created_at.astimezone(dt.timezone.utc).date() <= end
+
+    def _on_entries(self, entries: list[Entry]) -> None:
+        """New entries move only their teams' newest points: each team's series is re-sent
+        with its last point recomputed (read once per worker per team)."""
+        start, end = (_as_date(d) for d in self.date_range)
+        batch = max(e.id for e in entries)
+        for team_id in sorted({e.team_id for e in entries}):
+            day = max(e.created_at for e in entries if e.team_id == team_id).astimezone(dt.timezone.utc).date()
+            future = tail(team_id, start, end, self.window, batch)
+            future.add_done_callback(lambda f, t=team_id, d=day: self.query.doc.add_next_tick_callback(
+                lambda: self._move(t, d, f)))
+
+    def _move(self, team_id: int, day: dt.date, done: "asyncio.Future") -> None:
+        if done.cancelled() or done.exception() is not None or done.result() is None:
+            log.warning("could not read the newest point of team %s", team_id)
+            return
+        row, x = done.result(), dt.datetime.combine(day, dt.time())
+        i = self._rows.get(team_id)
+        if i is None:  # the team's first entry in this range
+            self._rows[team_id] = len(self.source.data["team"])
+            self.source.stream({"xs": [[x]], "ys": [[row["rolling"]]], "team": [row["team"]],
+                                "color": [Category10_10[len(self._rows) % 10]]})
+            return
+        xs, ys = list(self.source.data["xs"][i]), list(self.source.data["ys"][i])
+        if xs and xs[-1] == x:
+            ys[-1] = row["rolling"]
+            self.source.patch({"ys": [(i, ys)]})
+        else:
+            self.source.patch({"xs": [(i, xs + [x])], "ys": [(i, ys + [row["rolling"]])]})
 
 
 def _as_date(value: Any) -> dt.date:

@@ -160,12 +160,18 @@ class ProtocolSession:
     """
 
     FINAL_STATES = ("done", "error")
+    # Document events that carry chart data: a delta (stream, patch) or a whole new data set.
+    DATA_EVENTS = ("ColumnsStreamed", "ColumnsPatched", "ColumnDataChanged")
 
     def __init__(self, ws: WebSocketClientConnection, timeout: float) -> None:
         self.ws = ws
         self.timeout = timeout
         self.protocol = Protocol()
         self.receiver = Receiver(self.protocol)
+        # (monotonic arrival time, event kind, bytes of its message) of every data event,
+        # for live-update tests and the live benchmark; a whole `data` assignment counts as
+        # ColumnDataChanged.
+        self.data_events: list[tuple[float, str, int]] = []
 
     def _load(self, reply: Any) -> None:
         raise NotImplementedError
@@ -213,7 +219,17 @@ class ProtocolSession:
     async def _next_patch(self, remaining: float) -> None:
         message = await asyncio.wait_for(self._read(), remaining)
         if message.msgtype == "PATCH-DOC":
+            self._record(message)
             self._apply(message)
+
+    def _record(self, message: Any) -> None:
+        size = len(message.content_json)
+        for event in message.content.get("events", ()):
+            kind = event.get("kind")
+            if kind == "ModelChanged" and event.get("attr") == "data":
+                kind = "ColumnDataChanged"
+            if kind in self.DATA_EVENTS:
+                self.data_events.append((time.monotonic(), kind, size))
 
     async def _until(self, holds: Callable[[], bool], timeout: float | None) -> float:
         """Apply patches until holds() is true; return the seconds waited."""

@@ -22,6 +22,8 @@ from bokeh.layouts import row
 from bokeh.models import Button, Div, UIElement
 
 from bokeh_apps.kit import runtime
+from bokeh_apps.kit.live import LiveView
+from bokeh_apps.queries.entries import Entry
 from bokeh_apps.queries.coalescer import QueryFailed
 from bokeh_apps.queries.service import RUNNING, QuerySpec
 from bokeh_apps.queries.viewer import SessionInfo
@@ -36,17 +38,23 @@ UNAVAILABLE = "The query could not be started; reload the page to try again."
 class DocumentQuery:
     """The query of one document. `controls` (status text + button) goes into the layout."""
 
-    def __init__(self, doc: Document, info: SessionInfo, label: str) -> None:
+    def __init__(self, doc: Document, info: SessionInfo, label: str,
+                 on_entries: Callable[[list[Entry]], None] | None = None,
+                 wants: Callable[[Entry], bool] = lambda entry: True) -> None:
+        """`on_entries(entries)`: the dashboard is live; called under the lock with new
+        entries its chart may show and does not hold yet (bokeh_apps.kit.live)."""
         self.doc = doc
         self.info = info
         self.label = label
+        self.live = LiveView(doc, info, runtime.current().live, on_entries, wants) if on_entries else None
         self._session_id = doc.session_context.id if doc.session_context is not None else None
         self.status = Div(name="query-status", text="", tags=[RUNNING],
                           styles={"color": "#555", "min-height": "1.5em"})
         self.button = Button(name="query-cancel", label="Cancel", button_type="light", width=110,
                              visible=False)
         self.button.on_click(self._on_button)
-        self.controls: UIElement = row(self.status, self.button, name="query-controls")
+        parts = (self.status, self.button) + ((self.live.status,) if self.live else ())
+        self.controls: UIElement = row(*parts, name="query-controls")
         # The query, running on the database thread; cancelling this future cancels it there.
         self._pending: asyncio.Future | None = None
         self._last: tuple[str, tuple, Callable[[Sequence[Any]], None]] | None = None
@@ -60,6 +68,8 @@ class DocumentQuery:
     def run(self, sql: str, args: Sequence[Any], apply: Callable[[Sequence[Any]], None]) -> None:
         """Run `sql`; call `apply(rows)` under the document lock when the rows arrive."""
         self.cancel()
+        if self.live is not None:
+            self.live.pause()
         rt = runtime.current()
         spec = QuerySpec.for_session(rt.settings, self.info, self.label, sql, args)
         self._last = (sql, tuple(args), apply)
@@ -146,6 +156,8 @@ class DocumentQuery:
         def _apply() -> None:
             apply(result)
             self._finish(DONE, f"{self.label}: {elapsed:.1f} s")
+            if self.live is not None:
+                self.live.start(getattr(result, "snapshot", None))
         self._later(_apply)
 
     def _render(self) -> None:

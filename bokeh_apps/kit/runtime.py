@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence, T
 
 import asyncpg
 
+from bokeh_apps.kit.live import LiveRouter
 from bokeh_apps.queries.coalescer import Coalescer
+from bokeh_apps.queries.entries import EntryFeed
 from bokeh_apps.queries.notifications import Notifications
 from bokeh_apps.queries.prefetch import Prefetcher
 from bokeh_apps.queries.service import QueryService
@@ -102,6 +104,8 @@ class WorkerRuntime:
         self.coalescer: Coalescer
         self.queries: QueryService
         self.prefetch: Prefetcher
+        self.entries: EntryFeed
+        self.live: LiveRouter  # set by open(), on the Bokeh loop
         self._db_tasks: list[asyncio.Task] = []
         self._bokeh_tasks: list[asyncio.Task] = []
         self._queries: "weakref.WeakSet[Any]" = weakref.WeakSet()
@@ -114,6 +118,7 @@ class WorkerRuntime:
         """Start the database thread and open the pools there (called on the Bokeh loop)."""
         global _current
         runtime = cls(settings, worker_id, worker, openings)
+        runtime.live = LiveRouter(asyncio.get_running_loop())
         runtime.db.start()
         await asyncio.wait_for(asyncio.wrap_future(runtime.db.submit(runtime._open())), START_TIMEOUT_S)
         _current = runtime
@@ -142,7 +147,11 @@ class WorkerRuntime:
                                     UserQueue(self.bookkeeping, self.notifications, worker_id),
                                     self.coalescer, settings.statement_timeout_seconds)
         self.prefetch = Prefetcher(settings, name, worker_id, self.queries, self._openings, self.notifications)
+        self.entries = EntryFeed(self.bookkeeping, self.notifications, self.live.publish_threadsafe,
+                                 self.live.state_threadsafe)
         await self.notifications.start()  # after the services above subscribed their channels
+        await self.entries.start()
+        self.live.remember_threadsafe(self.entries.recent())
 
     # the Bokeh side -----------------------------------------------------------------
     def submit(self, coro: Awaitable[T]) -> "asyncio.Future[T]":

@@ -22,6 +22,8 @@ class Notifications:
         self.database_url = database_url
         self.application_name = application_name
         self._handlers: dict[str, Callable[[str], None]] = {}
+        # Told False when the connection is found lost, True once it listens again.
+        self._state_handlers: list[Callable[[bool], None]] = []
         self._conn: asyncpg.Connection | None = None
         self._watch: asyncio.Task | None = None
         self._closed = False
@@ -29,6 +31,22 @@ class Notifications:
     def subscribe(self, channel: str, handler: Callable[[str], None]) -> None:
         """Call handler(payload) on the worker's loop for each NOTIFY on channel (before start())."""
         self._handlers[channel] = handler
+
+    def on_state(self, handler: Callable[[bool], None]) -> None:
+        """Call handler(False) when the connection is lost, handler(True) once it listens again
+        (after the LISTENs: what was sent in between is for the handler to re-read)."""
+        self._state_handlers.append(handler)
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed()
+
+    def _tell(self, connected: bool) -> None:
+        for handler in self._state_handlers:
+            try:
+                handler(connected)
+            except Exception:  # one subscriber's bug must not stop the others hearing it
+                log.exception("notification state handler failed")
 
     async def start(self) -> None:
         await self._connect()
@@ -39,7 +57,14 @@ class Notifications:
                                      server_settings={"application_name": self.application_name})
         for channel, handler in self._handlers.items():
             await conn.add_listener(channel, lambda _c, _pid, _ch, payload, h=handler: h(payload))
+        # Lost connections are noticed at once, not at the next check.
+        conn.add_termination_listener(lambda _c: self._lost())
         self._conn = conn
+
+    def _lost(self) -> None:
+        if not self._closed:
+            log.warning("notification connection lost")
+            self._tell(False)
 
     async def _keep_connected(self) -> None:
         while not self._closed:
@@ -49,6 +74,7 @@ class Notifications:
             try:
                 await self._connect()
                 log.info("notification connection re-established")
+                self._tell(True)
             except (OSError, asyncpg.PostgresError) as exc:
                 log.warning("notification connection still down: %s", exc)
 

@@ -36,18 +36,30 @@ def _hook(obj: dict[str, Any]) -> Any:
     return obj
 
 
+class Result(list):
+    """A query's rows, with the snapshot they were read in (text form, see
+    bokeh_apps.queries.snapshot) when the dashboard is live, so updates apply only past it."""
+
+    def __init__(self, rows: Iterable[Any] = (), snapshot: str | None = None) -> None:
+        super().__init__(rows)
+        self.snapshot = snapshot
+
+
 def encode(rows: Iterable[Row]) -> str:
-    """Rows as JSON: column names once, then one list of values per row."""
+    """Rows as JSON: column names once, then one list of values per row (and the snapshot)."""
+    snapshot = getattr(rows, "snapshot", None)
     rows = list(rows)
     columns = list(rows[0].keys()) if rows else []
-    return json.dumps({"columns": columns, "rows": [list(r.values()) for r in rows]},
-                      default=_default, separators=(",", ":"))
+    data: dict[str, Any] = {"columns": columns, "rows": [list(r.values()) for r in rows]}
+    if snapshot is not None:
+        data["snapshot"] = snapshot
+    return json.dumps(data, default=_default, separators=(",", ":"))
 
 
-def decode(payload: str) -> list[dict[str, Any]]:
+def decode(payload: str) -> Result:
     data = json.loads(payload, object_hook=_hook)
     columns = data["columns"]
-    return [dict(zip(columns, values)) for values in data["rows"]]
+    return Result((dict(zip(columns, values)) for values in data["rows"]), data.get("snapshot"))
 
 
 def query_key(dashboard: str, sql: str, args: Sequence[Any], scope: Mapping[str, Any]) -> str:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import asyncpg
 
+from app import access
 from bokeh_apps.queries import rows
 from bokeh_apps.queries.coalescer import Coalescer, LocalRun, QueryFailed
 from bokeh_apps.queries.slots import WorkerSlots
@@ -44,6 +45,8 @@ class QuerySpec:
     user_id: int
     limit: int
     cache_ttl: float = 0.0
+    # Live dashboards read their result together with its snapshot (the watermark of updates).
+    watermark: bool = False
 
     @classmethod
     def for_session(cls, settings: "Settings", info: "SessionInfo", label: str, sql: str,
@@ -51,7 +54,8 @@ class QuerySpec:
         """The spec of a session's query: its user's limit and its dashboard's cache TTL."""
         claims = info.claims
         return cls(claims.dashboard, label, sql, tuple(args), info.scope, claims.principal.user_id,
-                   claims.principal.query_limit or settings.user_query_limit, settings.cache_ttl(claims.dashboard))
+                   claims.principal.query_limit or settings.user_query_limit, settings.cache_ttl(claims.dashboard),
+                   access.dashboard(claims.dashboard).live)
 
     @property
     def key(self) -> str:
@@ -142,7 +146,12 @@ class QueryService:
         try:
             run.set_running()
             async with self.pool.acquire() as conn:
-                return await conn.fetch(spec.sql, *spec.args)
+                if not spec.watermark:
+                    return await conn.fetch(spec.sql, *spec.args)
+                # One snapshot for both statements: the rows hold exactly the writes it shows.
+                async with conn.transaction(isolation="repeatable_read", readonly=True):
+                    snapshot = await conn.fetchval("SELECT pg_current_snapshot()::text")
+                    return rows.Result(await conn.fetch(spec.sql, *spec.args), snapshot)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

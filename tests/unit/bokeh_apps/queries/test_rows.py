@@ -27,3 +27,10 @@ def test_a_dict_that_looks_like_a_tag_but_is_not_survives():
     assert rows.decode(rows.encode([{"x": "$date"}])) == [{"x": "$date"}]
 
 
+
+
+def test_a_result_keeps_its_snapshot_through_encoding():
+    result = rows.Result([{"a": 1}], "10:12:11")
+    back = rows.decode(rows.encode(result))
+    assert back == [{"a": 1}] and back.snapshot == "10:12:11"
+    assert rows.decode(rows.encode([{"a": 1}])).snapshot is None

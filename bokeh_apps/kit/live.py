@@ -1,0 +1,174 @@
+"""Live charts: new happiness entries reach every open document allowed to see them, as deltas.
+
+The worker's feed (bokeh_apps.queries.entries, database thread) hands each batch of new
+entries to the `LiveRouter` on the Bokeh loop, which offers it to every `LiveView` of this
+worker: a view keeps only the entries its session's scope may see (own user, own team, all
+teams: the queries' rule, from the signed claims) and that its chart's result does not
+already hold (its snapshot), and applies them in a next-tick callback, under the document
+lock, through the dashboard's `on_entries` (stream or patch, never a whole new data set).
+
+A write heard by hundreds of local sessions is offered in slices of SLICE views, with the
+loop free for other work (new sessions, websocket messages) between slices.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import weakref
+from collections import deque
+from typing import Any, Callable, Sequence
+
+from bokeh.document import Document
+from bokeh.models import Div
+
+from bokeh_apps.queries.entries import RECENT_S, Entry, visible_to
+from bokeh_apps.queries.snapshot import Snapshot
+from bokeh_apps.queries.viewer import SessionInfo
+
+log = logging.getLogger(__name__)
+
+# Views offered a batch between two turns of the loop: offering is a filter (microseconds);
+# applying is scheduled per document as its own next-tick callback.
+SLICE = 25
+LIVE, PAUSED, WAITING = "live", "paused", "waiting"
+PAUSED_TEXT = "Live updates paused: reconnecting to the database…"
+# Ids a view remembers having applied, as a last guard against a repeat.
+APPLIED_MEMORY = 2048
+
+
+class LiveRouter:
+    """One per worker, on the Bokeh loop: fans batches of entries out to the views."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._views: "weakref.WeakSet[LiveView]" = weakref.WeakSet()
+        self._recent: deque[Entry] = deque()
+        self.live = False
+        self.batches = 0
+
+    # called from the database thread ------------------------------------------------
+    def publish_threadsafe(self, batch: Sequence[Entry]) -> None:
+        self._loop.call_soon_threadsafe(self._publish, list(batch))
+
+    def remember_threadsafe(self, entries: Sequence[Entry]) -> None:
+        """Entries written before this worker listened: for views whose result predates them."""
+        self._loop.call_soon_threadsafe(self._recent.extend, list(entries))
+
+    def state_threadsafe(self, live: bool) -> None:
+        self._loop.call_soon_threadsafe(self._state, live)
+
+    # the Bokeh loop -------------------------------------------------------------------
+    def attach(self, view: "LiveView") -> None:
+        self._views.add(view)
+        view.set_live(self.live)
+
+    def recent(self) -> list[Entry]:
+        horizon = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=RECENT_S)
+        while self._recent and self._recent[0].created_at < horizon:
+            self._recent.popleft()
+        return list(self._recent)
+
+    def _publish(self, batch: list[Entry]) -> None:
+        self._recent.extend(batch)
+        self.batches += 1
+        self._loop.create_task(self._each_view(lambda view: view.offer(batch)))
+
+    def _state(self, live: bool) -> None:
+        self.live = live
+        self._loop.create_task(self._each_view(lambda view: view.set_live(live)))
+
+    async def _each_view(self, action: Callable[["LiveView"], None]) -> None:
+        for i, view in enumerate(list(self._views)):
+            if view.gone:
+                self._views.discard(view)
+                continue
+            try:
+                action(view)
+            except Exception:  # one broken document must not stop the others' updates
+                log.exception("live update of a document failed")
+            if i % SLICE == SLICE - 1:
+                await asyncio.sleep(0)
+
+
+class LiveView:
+    """One document's live state: its scope, its result's snapshot, its status line."""
+
+    def __init__(self, doc: Document, info: SessionInfo, router: LiveRouter,
+                 on_entries: Callable[[list[Entry]], None], wants: Callable[[Entry], bool] = lambda e: True) -> None:
+        self.doc = doc
+        self.scope = info.scope
+        self._router = router
+        self._on_entries = on_entries
+        self._wants = wants
+        self._snapshot: Snapshot | None = None  # None: waiting for the chart's result
+        self._applied: deque[int] = deque(maxlen=APPLIED_MEMORY)
+        self._live = False
+        self.updates = 0
+        self.status = Div(name="live-status", text="", tags=[WAITING], styles={"color": "#2a7", "min-height": "1.5em"})
+        router.attach(self)
+
+    @property
+    def gone(self) -> bool:
+        return self.doc.session_context is None
+
+    def pause(self) -> None:
+        """The chart's query runs (again): entries wait for its result's snapshot."""
+        self._snapshot = None
+
+    def start(self, snapshot: str | None) -> None:
+        """The chart shows a result read in `snapshot` (under the document lock): apply the
+        entries written since that the worker has already heard, then every new batch."""
+        if snapshot is None:
+            return
+        self._snapshot = Snapshot.parse(snapshot)
+        self._show()
+        missed = self._select(self._router.recent())
+        if missed:
+            self._apply(missed)
+
+    def offer(self, batch: Sequence[Entry]) -> None:
+        """A new batch (on the Bokeh loop, outside the lock): apply what is ours on the next tick."""
+        if self._snapshot is None:
+            return  # start() takes it from the router's recent entries
+        mine = self._select(batch)
+        if mine:
+            self._later(lambda: self._apply(mine))
+
+    def set_live(self, live: bool) -> None:
+        self._live = live
+        self._later(self._show)
+
+    def _select(self, entries: Sequence[Entry]) -> list[Entry]:
+        snapshot, applied = self._snapshot, set(self._applied)
+        return [e for e in entries
+                if visible_to(self.scope, e) and not snapshot.visible(e.txid) and e.id not in applied and self._wants(e)]
+
+    def _apply(self, entries: list[Entry]) -> None:
+        fresh = [e for e in entries if e.id not in self._applied]
+        if not fresh or self._snapshot is None:
+            return
+        self._applied.extend(e.id for e in fresh)
+        self._on_entries(sorted(fresh, key=lambda e: (e.created_at, e.id)))
+        self.updates += 1
+        self._show(updated=True)
+
+    def _show(self, updated: bool = False) -> None:
+        if not self._live:
+            text, state = PAUSED_TEXT, PAUSED
+        elif self._snapshot is None:
+            return
+        else:
+            state = LIVE
+            text = (f"live · updated {dt.datetime.now(dt.timezone.utc):%H:%M:%S} UTC" if updated
+                    else self.status.text if self.status.text.startswith("live") else "live")
+        if self.status.text != text:
+            self.status.text = text
+        if self.status.tags != [state]:
+            self.status.tags = [state]
+
+    def _later(self, callback: Callable[[], Any]) -> None:
+        try:
+            self.doc.add_next_tick_callback(callback)
+        except Exception:  # the session went meanwhile
+            log.debug("live view's document is gone")
