@@ -15,7 +15,7 @@ import psycopg2
 
 from app.channels import REGISTRY_CHANNEL
 from app.edge.nginx import Route
-from app.serving.registry import live_workers_dbapi
+from app.serving.registry import TERMINATE_SQL, application_names, live_workers_dbapi
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,16 @@ class RegistryWatcher:
         return conn
 
     def _collect_garbage(self, conn) -> None:
+        """Remove workers whose heartbeat stopped (their host died or was cut off), and end
+        their database sessions, which would otherwise hold their queries until timeout."""
         with conn.cursor() as cur:
-            cur.execute("DELETE FROM bokeh_workers WHERE heartbeat_at < now() - make_interval(secs => %s)",
+            cur.execute("DELETE FROM bokeh_workers WHERE heartbeat_at < now() - make_interval(secs => %s) RETURNING id",
                         (self.ttl_seconds,))
-            if cur.rowcount:
-                log.info("edge: removed %s worker(s) whose heartbeat stopped", cur.rowcount)
+            gone = [row[0] for row in cur.fetchall()]
+            for worker_id in gone:
+                cur.execute(TERMINATE_SQL.replace("$1", "%s").replace("$2", "%s"), application_names(worker_id))
+            if gone:
+                log.info("edge: removed worker(s) %s whose heartbeat stopped", ", ".join(f"w{i}" for i in gone))
 
     def run(self, stop: threading.Event, alive: Callable[[], bool] = lambda: True) -> None:
         attempt = 0

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import random
+import re
 import signal
 import socket
 import subprocess
@@ -34,19 +36,43 @@ START_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 20
 
 
+# Ports handed out below Linux's ephemeral range (32768-60999): a port the kernel picked
+# (bind to 0) is also what the next outgoing connection may take, and a server started a
+# moment later then finds it in use.
+FREE_PORTS = (20000, 32768)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now, chosen at random below the ephemeral range."""
+    for _ in range(100):
+        port = random.randrange(*FREE_PORTS)
+        if port_free(port, host):
+            return port
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on `port` now. SO_REUSEADDR as servers set it (nginx
+    does): connections in TIME-WAIT that a stopped site left behind do not count."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
             return False
         return True
+
+
+def port_holder(port: int) -> str:
+    """Who listens on `port`, as `ss` tells it ("nginx (pid 123)"), or '' when unknown."""
+    try:
+        out = subprocess.run(["ss", "-Htlnp", f"sport = :{port}"], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    holders = sorted(set(re.findall(r'\("([^"]+)",pid=(\d+)', out)))
+    return ", ".join(f"{name} (pid {pid})" for name, pid in holders)
 
 
 class Site:
@@ -170,7 +196,9 @@ def main() -> int:
             cluster = _private_database(env)
         settings = Settings.from_env(env)
         if not port_free(settings.public_port):
-            print(f"Port {settings.public_port} is in use; set PUBLIC_PORT to a free port.", file=sys.stderr)
+            holder = port_holder(settings.public_port)
+            print(f"Port {settings.public_port} is in use{' by ' + holder if holder else ''}; "
+                  "stop it or set PUBLIC_PORT to a free port.", file=sys.stderr)
             return 2
         print("Migrating and seeding (the first run generates ~400k rows of history)...", flush=True)
         prestart.run(settings)

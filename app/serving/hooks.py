@@ -2,6 +2,7 @@
 
 - master, on start:        check_settings()       fail fast on bad config, before forking
 - worker, after app load:  start_worker_services() reserve a port, start this worker's Bokeh server
+                                                  (if it cannot, retry in the background: Flask serves)
 - worker, on clean exit:   stop_worker_services()  stop it and drop the registry row
 - master, child died:      forget_worker(pid)      drop the row of a worker that could not (SIGKILL)
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 
 from sqlalchemy.pool import NullPool
@@ -41,16 +43,59 @@ def registry_for(settings: Settings) -> PortRegistry:
     return PortRegistry(engine, settings.bokeh_host, settings.bokeh_port_range, settings.registry_ttl_seconds)
 
 
-def start_worker_services(settings: Settings | None = None) -> WorkerServices:
-    global _services
+# Between attempts to start a worker's Bokeh server that failed (database down, no free port).
+START_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+_stopping = threading.Event()
+
+
+def start_worker_services(settings: Settings | None = None) -> WorkerServices | None:
+    """Start this worker's Bokeh server; if that fails, keep trying on a daemon thread.
+
+    Never raises: gunicorn treats an exception here as "Worker failed to boot" and halts the
+    master, taking every other worker with it (seen with PostgreSQL down for a moment).
+    Meanwhile this worker serves Flask, and pages are routed to registered workers."""
     settings = settings or Settings.from_env()
+    _stopping.clear()
+    try:
+        return _start(settings)
+    except Exception as exc:
+        log.error("worker %s: Bokeh server did not start (%s); retrying in the background, Flask keeps serving",
+                  os.getpid(), _reason(exc))
+        threading.Thread(target=_keep_trying, args=(settings,), name="bokeh-start-retry", daemon=True).start()
+        return None
+
+
+def _reason(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+def _keep_trying(settings: Settings) -> None:
+    attempt = 0
+    while not _stopping.wait(START_BACKOFF_S[min(attempt, len(START_BACKOFF_S) - 1)]):
+        attempt += 1
+        try:
+            _start(settings)
+            log.info("worker %s: Bokeh server started after %s retries", os.getpid(), attempt)
+            return
+        except Exception as exc:
+            log.error("worker %s: Bokeh server still did not start (attempt %s: %s)", os.getpid(), attempt + 1,
+                      _reason(exc))
+
+
+def _start(settings: Settings) -> WorkerServices:
+    global _services
     registry = registry_for(settings)
     reservation = registry.reserve(os.getpid(), settings.bokeh_bind_address)
     server = EmbeddedBokehServer(settings, reservation)
     try:
         server.start()
     except BaseException:
-        registry.release(reservation.worker_id)
+        for sock in reservation.sockets:  # or the next attempt finds its own port taken
+            sock.close()
+        try:
+            registry.release(reservation.worker_id)
+        except Exception:  # the database is what failed: the row's TTL reclaims it
+            log.warning("could not release the registry row of %s", reservation.name)
         raise
     _services = WorkerServices(registry, reservation, server)
     log.info("worker %s: Bokeh server %s on %s:%s", os.getpid(), reservation.name, reservation.host, reservation.port)
@@ -59,6 +104,7 @@ def start_worker_services(settings: Settings | None = None) -> WorkerServices:
 
 def stop_worker_services() -> None:
     global _services
+    _stopping.set()
     services, _services = _services, None
     if services is None:
         return

@@ -43,6 +43,23 @@ REINSERT_SQL = ("INSERT INTO bokeh_workers (id, host, port, pid) VALUES ($1, $2,
                 "ON CONFLICT DO NOTHING")
 
 
+TERMINATE_SQL = ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                 "WHERE pid <> pg_backend_pid() AND (application_name = $1 OR application_name LIKE $2)")
+
+
+def application_names(worker_id: int) -> tuple[str, str]:
+    """The application_name of a worker's database connections: its query pool, and (as a
+    LIKE pattern) its bookkeeping, LISTEN and heartbeat connections (bokeh_apps.kit.runtime)."""
+    name = f"bokeh-{worker_name(worker_id)}"
+    return name, f"{name}-%"
+
+
+def terminate_backends(conn: Connection, worker_id: int) -> int:
+    """End every PostgreSQL session of a dead worker (cancelling what they run); how many."""
+    exact, pattern = application_names(worker_id)
+    return len(conn.execute(text(_named(TERMINATE_SQL, "exact", "pattern")), {"exact": exact, "pattern": pattern}).all())
+
+
 def _named(sql: str, *names: str) -> str:
     """asyncpg's $1, $2... as SQLAlchemy's :name, so a statement is written once for both."""
     for i, name in reversed(list(enumerate(names, 1))):
@@ -165,10 +182,15 @@ class PortRegistry:
             return conn.execute(text("DELETE FROM bokeh_workers WHERE id = :id"), {"id": worker_id}).rowcount > 0
 
     def release_pid(self, pid: int) -> int:
-        """Forget the worker with this pid on this host (the master calls this for dead children)."""
+        """Forget the worker with this pid on this host (the master calls this for dead children),
+        and end its database sessions: a SIGKILLed worker's statements would otherwise run on
+        until statement_timeout. Its queue tickets and shared runs go with the row (CASCADE)."""
         with self.engine.begin() as conn:
-            return conn.execute(text("DELETE FROM bokeh_workers WHERE host = :host AND pid = :pid"),
-                                {"host": self.host, "pid": pid}).rowcount
+            ids = conn.execute(text("DELETE FROM bokeh_workers WHERE host = :host AND pid = :pid RETURNING id"),
+                               {"host": self.host, "pid": pid}).scalars().all()
+            for worker_id in ids:
+                terminate_backends(conn, worker_id)
+            return len(ids)
 
     def heartbeat(self, worker_id: int, sessions: int, created: int = 0, token_ttl: float = 120.0) -> bool:
         with self.engine.begin() as conn:

@@ -120,7 +120,11 @@ class WorkerRuntime:
         runtime = cls(settings, worker_id, worker, openings)
         runtime.live = LiveRouter(asyncio.get_running_loop())
         runtime.db.start()
-        await asyncio.wait_for(asyncio.wrap_future(runtime.db.submit(runtime._open())), START_TIMEOUT_S)
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(runtime.db.submit(runtime._open())), START_TIMEOUT_S)
+        except BaseException:
+            runtime.db.stop()  # a failed start (database down) leaves no thread behind
+            raise
         _current = runtime
         return runtime
 
