@@ -139,6 +139,10 @@ def test_entries_written_while_the_listeners_are_down_arrive_once_after_they_rec
         with psycopg2.connect(site.settings.database_url) as conn, conn.cursor() as cur:
             cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'bokeh-%-listen'")
             assert cur.rowcount == 4
+        # Every chart says its updates are interrupted instead of pretending to be current.
+        await asyncio.gather(*(s.wait_for(lambda d: d.select_one({"name": "live-status"}).tags == ["paused"], 5)
+                               for s in sessions))
+        assert all(s.model("live-status").text.startswith("Live updates paused") for s in sessions)
         for score in (2, 3, 5):  # while nobody listens: these notifications are lost
             write(site, "bob", score)
         await asyncio.gather(*(s.wait_for(lambda d: len(d.select_one({"name": "chart-source"}).data["time"]) >= c + 3, 15)
