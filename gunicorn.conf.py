@@ -1,6 +1,7 @@
 """gunicorn settings for the site. Hooks are one line each; the logic is in app/hooks.py."""
 import os
 
+from app import logs
 from app.serving import hooks
 
 wsgi_app = "wsgi:app"
@@ -24,6 +25,8 @@ accesslog = "-"
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'  # path only: no query strings in logs
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
+# Every logger of the workers (app, bokeh_apps, Bokeh, Tornado), not only gunicorn's: app/logs.py.
+logconfig_dict = logs.config(loglevel)
 proc_name = "happiness"
 # gunicorn 24+ opens a control socket at one fixed per-user path; several sites on one host
 # (tests, `make run`, scaled app hosts) would fight over it, and nothing here uses it.

@@ -13,6 +13,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from app import logs
 from app.config import Settings
 from app.edge.nginx import NginxServer
 from app.edge.watcher import RegistryWatcher
@@ -21,7 +22,7 @@ log = logging.getLogger("app.edge")
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure()
     settings = Settings.from_env()
     listen = os.environ.get("EDGE_LISTEN", f"127.0.0.1:{settings.public_port}")
     upstreams = [u.strip() for u in os.environ.get("FLASK_UPSTREAMS", settings.gunicorn_bind).split(",") if u.strip()]

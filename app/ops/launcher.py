@@ -23,6 +23,7 @@ from typing import Mapping
 
 import psycopg2
 
+from app import logs
 from app.config import ConfigError, Settings
 from app.ops import prestart
 from app.ops.pgcluster import PostgresCluster, PostgresUnavailable, private_dir
@@ -178,7 +179,7 @@ def banner(site: Site) -> str:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure()
     env = dict(os.environ)
     env.setdefault("APP_ENV", "dev")
     stop_requested = False

@@ -14,6 +14,7 @@ from alembic.config import Config
 from sqlalchemy import text
 from sqlalchemy.pool import NullPool
 
+from app import logs
 from app.config import Settings
 from app.database import make_engine
 from app.ops.seed import seed
@@ -46,7 +47,7 @@ def run(settings: Settings, **seed_options: int) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logs.configure()
     run(Settings.from_env())
 
 

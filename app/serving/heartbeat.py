@@ -16,6 +16,10 @@ from app.serving.registry import HEARTBEAT_SQL, REINSERT_SQL, Reservation
 
 log = logging.getLogger(__name__)
 
+# A beat (or connecting for one) that takes longer is given up and tried again: a hung
+# connection must not stop the beats until the worker is reclaimed.
+BEAT_TIMEOUT_S = 10.0
+
 
 class Heartbeat:
     def __init__(self, settings: Settings, reservation: Reservation,
@@ -30,7 +34,7 @@ class Heartbeat:
         self._conn: asyncpg.Connection | None = None
 
     async def _connect(self) -> asyncpg.Connection:
-        return await asyncpg.connect(self.settings.database_url,
+        return await asyncpg.connect(self.settings.database_url, timeout=BEAT_TIMEOUT_S,
                                      server_settings={"application_name": f"bokeh-{self.reservation.name}-control"})
 
     async def beat(self) -> None:
@@ -41,10 +45,10 @@ class Heartbeat:
         total = self._sessions_created()
         created, self._sessions_reported = total - self._sessions_reported, total
         status = await self._conn.execute(HEARTBEAT_SQL, r.worker_id, self._count_sessions(), created,
-                                          float(self.settings.session_token_ttl_seconds))
+                                          float(self.settings.session_token_ttl_seconds), timeout=BEAT_TIMEOUT_S)
         if status == "UPDATE 0":
             log.warning("registry row of %s was reclaimed; registering again", r.name)
-            await self._conn.execute(REINSERT_SQL, r.worker_id, r.host, r.port, r.pid)
+            await self._conn.execute(REINSERT_SQL, r.worker_id, r.host, r.port, r.pid, timeout=BEAT_TIMEOUT_S)
 
     async def run(self) -> None:
         """Beat until cancelled; a failed beat drops the connection and tries again next time."""
@@ -54,6 +58,9 @@ class Heartbeat:
                     await self.beat()
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                     log.warning("heartbeat of %s failed (%s); reconnecting", self.reservation.name, exc)
+                    self._drop()
+                except Exception:  # a heartbeat that stops unregisters a live worker: never stop
+                    log.exception("heartbeat of %s failed unexpectedly; reconnecting", self.reservation.name)
                     self._drop()
                 await asyncio.sleep(self.settings.registry_heartbeat_seconds)
         finally:

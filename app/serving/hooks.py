@@ -44,7 +44,7 @@ def registry_for(settings: Settings) -> PortRegistry:
 
 
 # Between attempts to start a worker's Bokeh server that failed (database down, no free port).
-START_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+START_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 5.0)
 _stopping = threading.Event()
 
 

@@ -43,8 +43,10 @@ REINSERT_SQL = ("INSERT INTO bokeh_workers (id, host, port, pid) VALUES ($1, $2,
                 "ON CONFLICT DO NOTHING")
 
 
+# Only in this site's database: other sites on the same PostgreSQL have workers of the same names.
 TERMINATE_SQL = ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                 "WHERE pid <> pg_backend_pid() AND (application_name = $1 OR application_name LIKE $2)")
+                 "WHERE pid <> pg_backend_pid() AND datname = current_database() "
+                 "AND (application_name = $1 OR application_name LIKE $2)")
 
 
 def application_names(worker_id: int) -> tuple[str, str]:
