@@ -9,7 +9,7 @@ from app.config import Settings
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
-    app = Flask(__name__, template_folder="web/templates")
+    app = Flask(__name__, template_folder="web/templates", static_folder="web/static")
     configure(app, settings)
     register_extensions(app)
     register_blueprints(app)

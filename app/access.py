@@ -7,7 +7,7 @@ input the apps' SQL filters on, so access is enforced in the query itself.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, timezone
 from typing import Any, Callable, Mapping
 
 MEMBER, LEAD, ADMIN = "member", "lead", "admin"
@@ -20,6 +20,17 @@ SLOW_QUERY_MAX_VARIANT = 10**9
 # The generated history spans about two years; windows are days of a rolling mean.
 MAX_DAYS = 3650
 MAX_WINDOW = 90
+# Dates a dashboard accepts: nothing was logged before the first, and date arithmetic on the
+# edges of Python's calendar (a year before 0001-01-05) raises instead of answering.
+MIN_DATE = date(1970, 1, 1)
+MAX_DATE = date(2999, 12, 31)
+# The teams comparison shows this many days up to `end` when no `start` is given.
+DEFAULT_SPAN_DAYS = 365
+
+
+def today() -> date:
+    """The day entries count for (they are grouped by UTC day)."""
+    return datetime.now(timezone.utc).date()
 BLOCKING_BASELINE = "slow-query-blocking"
 # The live benchmark's baseline: the team chart re-queried every 5 s, whole data each time.
 POLLING_BASELINE = "team-polling"
@@ -94,9 +105,12 @@ def _date_param(args: Mapping[str, str], name: str) -> str | None:
     if raw is None or raw == "":
         return None
     try:
-        return date.fromisoformat(str(raw)).isoformat()
+        value = date.fromisoformat(str(raw))
     except ValueError:
         raise ParamError(f"'{name}' must be a date like 2026-01-31, got {str(raw)[:40]!r}") from None
+    if not MIN_DATE <= value <= MAX_DATE:
+        raise ParamError(f"'{name}' must be between {MIN_DATE} and {MAX_DATE}, got {value}")
+    return value.isoformat()
 
 
 def _parse_history(args: Mapping[str, str]) -> dict[str, Any]:
@@ -111,6 +125,8 @@ def _parse_teams(args: Mapping[str, str]) -> dict[str, Any]:
     start, end = _date_param(args, "start"), _date_param(args, "end")
     if start and end and start > end:
         raise ParamError("'start' must not be after 'end'")
+    if start and not end and start > today().isoformat():
+        raise ParamError(f"'start' is after today ({today()}); give an 'end' too")
     return {"start": start, "end": end, "window": _int_param(args, "window", 7, 1, MAX_WINDOW)}
 
 

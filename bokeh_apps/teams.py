@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 from typing import Any
 
 import panel as pn
 import param
 from bokeh.document import Document
-from bokeh.models import ColumnDataSource, HoverTool
+from bokeh.models import ColumnDataSource, Div, HoverTool
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
-from app.access import MAX_WINDOW
+from app.access import DEFAULT_SPAN_DAYS, MAX_WINDOW, MIN_DATE, today
 from bokeh_apps.kit import runtime
 from bokeh_apps.kit.document_query import DocumentQuery
 from bokeh_apps.kit.session import SessionInfo, session_info, worker_tags
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 NAME = "teams"
 LABEL = "teams compared"
-DEFAULT_SPAN = dt.timedelta(days=365)
+DEFAULT_SPAN = dt.timedelta(days=DEFAULT_SPAN_DAYS)
 SQL = """
     WITH daily AS (
         SELECT team_id, (created_at AT TIME ZONE 'UTC')::date AS day, avg(score) AS mean
@@ -84,12 +85,16 @@ class TeamsComparison(param.Parameterized):
         self.figure.add_tools(HoverTool(tooltips=[("team", "@team")]))
         self.figure.legend.location = "bottom_left"
         self._rows: dict[int, int] = {}  # team id -> its row in the source
+        # The widgets' values, for the page to reopen this very view on another worker.
+        self.view_state = Div(name="view-state", visible=False)
         self.query = DocumentQuery(doc, info, LABEL, self._on_entries, wants=self._in_view)
         self.refresh()
 
     @param.depends("date_range", "window", watch=True)
     def refresh(self) -> None:
         start, end = self.date_range
+        self.view_state.text = json.dumps({"start": _as_date(start).isoformat(), "end": _as_date(end).isoformat(),
+                                           "window": self.window})
         self.query.run(SQL, query_args(start, end, self.window), self._apply)
 
     def _apply(self, rows) -> None:
@@ -146,8 +151,8 @@ def _as_date(value: Any) -> dt.date:
 def initial_view(info: SessionInfo) -> tuple[dt.date, dt.date, int]:
     """(start, end, window) the page asked for; a year up to today by default."""
     p = info.params
-    end = dt.date.fromisoformat(p["end"]) if p.get("end") else dt.date.today()
-    start = dt.date.fromisoformat(p["start"]) if p.get("start") else end - DEFAULT_SPAN
+    end = dt.date.fromisoformat(p["end"]) if p.get("end") else today()
+    start = dt.date.fromisoformat(p["start"]) if p.get("start") else max(end - DEFAULT_SPAN, MIN_DATE)
     return start, end, int(p.get("window") or 7)
 
 
@@ -165,7 +170,7 @@ def build(doc: Document) -> None:
     controls = pn.Param(view, parameters=["date_range", "window"], show_name=False,
                         widgets={"date_range": pn.widgets.DateRangePicker, "window": pn.widgets.IntSlider})
     layout = pn.Column(
-        pn.pane.Bokeh(view.query.controls), controls, pn.pane.Bokeh(view.figure),
+        pn.pane.Bokeh(view.query.controls), controls, pn.pane.Bokeh(view.figure), pn.pane.Bokeh(view.view_state),
         sizing_mode="stretch_width", name="dashboard", tags=worker_tags(),
     )
     doc.title = "Teams compared"

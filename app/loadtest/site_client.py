@@ -25,7 +25,9 @@ from tornado.netutil import DefaultLoopResolver, Resolver
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-_AUTOLOAD = re.compile(r'xhr\.open\(\'GET\', "([^"]+/autoload\.js\?[^"]+)"')
+_EMBED = re.compile(r'<div id="dashboard"([^>]*)>')
+_ATTRIBUTE = re.compile(r'data-([a-z-]+)="([^"]*)"')
+TOKEN_HEADER = "X-Bokeh-Token"  # as the page's loader sends it (app/web/static/dashboard.js)
 
 
 class CachingResolver(Resolver):
@@ -74,14 +76,13 @@ class EmbeddedPage:
 
 
 def parse_page(status: int, body: str) -> EmbeddedPage:
-    match = _AUTOLOAD.search(body)
-    if match is None:
+    """The session a dashboard page embeds: its `#dashboard` element's data attributes."""
+    match = _EMBED.search(body)
+    data = {k: html.unescape(v) for k, v in _ATTRIBUTE.findall(match.group(1))} if match else {}
+    if not {"src", "token", "worker"} <= data.keys():
         raise ClientError(f"the dashboard page has no Bokeh embed (HTTP {status})")
-    autoload = html.unescape(match.group(1))
-    query = parse_qs(urlsplit(autoload).query)
-    app_url = query["bokeh-absolute-url"][0]
-    worker = urlsplit(app_url).path.split("/")[2]
-    return EmbeddedPage(status, worker, autoload, query["bokeh-token"][0], app_url)
+    app_url = parse_qs(urlsplit(data["src"]).query)["bokeh-absolute-url"][0]
+    return EmbeddedPage(status, data["worker"], data["src"], data["token"], app_url)
 
 
 class SiteClient:
@@ -143,7 +144,7 @@ class SiteClient:
         return parse_page(response.code, response.body.decode())
 
     async def fetch_autoload(self, page: EmbeddedPage) -> HTTPResponse:
-        return await self.request("GET", page.autoload_url)
+        return await self.request("GET", page.autoload_url, headers={TOKEN_HEADER: page.token})
 
     async def connect(self, page: EmbeddedPage, *, origin: str | None = None, light: bool = False):
         """A BokehSession (a live Document), or with light=True a LightSession (watched models only)."""

@@ -20,10 +20,12 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
+from tornado.log import access_log
 from tornado.web import HTTPError
 
 from app import access, tokens
 from app.config import Settings
+from app.serving.embed import TOKEN_HEADER
 from app.serving.heartbeat import Heartbeat
 
 if TYPE_CHECKING:
@@ -58,12 +60,27 @@ def configure_bokeh(settings: Settings) -> None:
 
 
 def _token_from(handler: Any) -> str | None:
-    """Bokeh sends the token as ?bokeh-token= over HTTP and as the 2nd websocket subprotocol."""
+    """The page sends autoload.js's token in the X-Bokeh-Token header (app.serving.embed), BokehJS
+    sends it as the 2nd websocket subprotocol; Bokeh's own ?bokeh-token= still works. A header
+    token is handed to Bokeh's handler as the argument it reads."""
     protocols = handler.request.headers.get("Sec-WebSocket-Protocol")
     if protocols is not None:
         parts = [p.strip() for p in protocols.split(",")]
         return parts[1] if len(parts) == 2 and parts[0] == "bokeh" else None
+    header = handler.request.headers.get(TOKEN_HEADER)
+    if header is not None:
+        for arguments in (handler.request.arguments, handler.request.query_arguments):
+            arguments["bokeh-token"] = [header.encode("utf-8", "replace")]
+        return header
     return handler.get_argument("bokeh-token", default=None)
+
+
+def log_request(handler: Any) -> None:
+    """Tornado's access log line, with the path only: query strings can carry tokens."""
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    access_log.log(level, "%d %s %s %.1fms", status, handler.request.method, handler.request.path,
+                   1000.0 * handler.request.request_time())
 
 
 def make_auth_provider(secret: bytes, worker: str):
@@ -192,6 +209,7 @@ class EmbeddedBokehServer:
             redirect_root=False,
             auth_provider=make_auth_provider(self.settings.bokeh_secret_bytes, self.reservation.name),
         )
+        tornado_app.settings["log_function"] = log_request
         http_server = HTTPServer(tornado_app, xheaders=True)
         http_server.add_sockets(self.reservation.sockets)
         self._server = BaseServer(IOLoop.current(), tornado_app, http_server)

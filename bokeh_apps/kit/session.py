@@ -18,6 +18,11 @@ __all__ = ["SessionInfo", "add_dashboard", "session_info", "worker_tags"]
 def session_info(doc: Document, dashboard: str) -> SessionInfo:
     """Claims from the token payload, re-authorized here: the apps do not trust the page."""
     runtime.current().sessions_created += 1
+    # The page reconnects a lost session itself, on a live worker (app/web/static/dashboard.js):
+    # Bokeh's own retry could only reach the worker that held the session, and its banner
+    # would contradict the page's.
+    doc.config.reconnect_session = False
+    doc.config.notify_connection_status = False
     claims = SessionClaims.from_payload(doc.session_context.token_payload)
     if claims.dashboard != dashboard:
         raise access.AccessDenied(f"token is for {claims.dashboard}, not {dashboard}")

@@ -15,7 +15,7 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
 from app import tokens
-from app.loadtest.site_client import BokehSession, SiteClient
+from app.loadtest.site_client import TOKEN_HEADER, BokehSession, SiteClient
 from tests.integration.helpers import (
     DEMO_PASSWORD,
     account,
@@ -112,10 +112,10 @@ def test_forty_dashboard_loads_get_their_chart_on_the_worker_that_holds_them(sit
 # -- token and origin rejections ---------------------------------------------------------
 
 def _autoload(base: str, worker: str, dashboard: str, token: str | None) -> int:
+    """autoload.js as the page's loader asks for it: the token in the X-Bokeh-Token header."""
     query = f"bokeh-autoload-element=x&bokeh-absolute-url={base}/bokeh/{worker}/{dashboard}"
-    if token is not None:
-        query += f"&bokeh-token={token}"
-    return http_get(f"{base}/bokeh/{worker}/{dashboard}/autoload.js?{query}")[0]
+    headers = {TOKEN_HEADER: token} if token is not None else None
+    return http_get(f"{base}/bokeh/{worker}/{dashboard}/autoload.js?{query}", headers)[0]
 
 
 async def _ws_status(base: str, worker: str, dashboard: str, token: str, origin: str) -> int:

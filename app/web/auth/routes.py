@@ -2,15 +2,24 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import select
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.extensions import db, login_manager
 from app.models import User
 from app.web.auth import bp
 
 MAX_FIELD = 128
+# Compared against when the username is unknown, so that an unknown name costs the same
+# password-hashing work as a known one (no timing oracle for which accounts exist).
+_DUMMY_HASH = generate_password_hash("not a password of anyone's")
+
+
+def _printable(value: str) -> bool:
+    """No control characters (NUL would make PostgreSQL refuse the query: a 500 before)."""
+    return all(ch.isprintable() or ch == " " for ch in value)
 
 
 @login_manager.user_loader
@@ -44,13 +53,23 @@ def login():
     if len(username) > MAX_FIELD or len(password) > MAX_FIELD:
         return render_template("auth/login.html", error="Username or password is too long.",
                                next=request.form.get("next", "")), 400
+    if not _printable(username) or not _printable(password):
+        return render_template("auth/login.html", error="Username and password cannot contain control characters.",
+                               next=request.form.get("next", "")), 400
     user = db.session.scalars(select(User).where(User.username == username)).first()
-    if user is None or not user.check_password(password):
+    if user is None:
+        check_password_hash(_DUMMY_HASH, password)
+        user_ok = False
+    else:
+        user_ok = user.check_password(password)
+    if not user_ok:
         return render_template("auth/login.html", error="Unknown username or wrong password.",
                                username=username, next=request.form.get("next", "")), 401
+    target = _safe_next(request.form.get("next"))
+    session.clear()  # a new session at login: nothing set before it (fixation) carries over
     login_user(user)
     flash(f"Welcome, {user.username}.")
-    return redirect(_safe_next(request.form.get("next")))
+    return redirect(target)
 
 
 @bp.post("/logout")

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
@@ -48,6 +48,23 @@ def log_entry():
 @bp.get("/dashboards/<name>")
 @login_required
 def show(name: str):
+    board, session = _new_session(name)
+    return render_template("dashboards/show.html", board=board, embed=session,
+                           embed_url=url_for("dashboards.embed_json", name=name, **request.args),
+                           max_note=entries.MAX_NOTE)
+
+
+@bp.get("/dashboards/<name>/embed")
+@login_required
+def embed_json(name: str):
+    """A fresh session of the same view on a live worker, for a page whose chart lost its
+    worker (died, or replaced in a rolling restart): the same checks as the page."""
+    _board, session = _new_session(name)
+    return jsonify(session.as_json())
+
+
+def _new_session(name: str) -> tuple[access.Dashboard, embed.Embed]:
+    """Check the request, choose a worker, mint the session's token, start its query."""
     settings = current_app.config["SETTINGS"]
     principal = principal_of(current_user)
     board = access.dashboard(name)                              # 404
@@ -64,6 +81,4 @@ def show(name: str):
         _session_id, token = tokens.mint(claims, settings.bokeh_secret_bytes, settings.session_token_ttl_seconds)
         if settings.query_prefetch_seconds > 0:
             prefetch.announce(conn, worker.worker_id, token)  # the query starts before the page is sent
-    return render_template("dashboards/show.html", board=board, worker=worker.name,
-                           script=embed.autoload_tag(request.host_url, worker.name, name, token),
-                           max_note=entries.MAX_NOTE)
+    return board, embed.autoload(request.host_url, worker.name, name, token)

@@ -1,0 +1,115 @@
+// Loads the page's Bokeh session and keeps the chart alive when its worker goes away.
+//
+// A session lives in one worker process. When that worker dies or is replaced (rolling
+// restart), Bokeh's own reconnect can only retry the same worker, which is gone. Here the
+// page notices the lost websocket, asks Flask for a fresh session of the same view on a live
+// worker (/dashboards/<name>/embed, with the widgets' current values), and loads it in place.
+// Navigating away is not a loss. After MAX_ATTEMPTS failures the page says so and offers a reload.
+(function () {
+  "use strict";
+  const root = document.getElementById("dashboard");
+  if (!root) return;
+  const notice = document.getElementById("dashboard-notice");
+  const view = document.getElementById("dashboard-view");
+  const BACKOFF_MS = [0, 250, 500, 1000, 2000, 4000, 8000];
+  const MAX_ATTEMPTS = BACKOFF_MS.length;
+  let leaving = false;
+  let current = null;      // the Bokeh document on show
+  let recovering = false;
+  window.dashboardRecoveries = 0;  // read by tests and curious users
+
+  addEventListener("pagehide", () => { leaving = true; });
+  addEventListener("beforeunload", () => { leaving = true; });
+
+  function say(text, withReload) {
+    notice.hidden = !text;
+    notice.textContent = text || "";
+    if (withReload) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = "Reload the page";
+      button.addEventListener("click", () => location.reload());
+      notice.append(" ", button);
+    }
+  }
+
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  async function load(embed) {
+    // Bokeh's autoload.js renders next to the element with this id.
+    const anchor = document.createElement("script");
+    anchor.id = embed.elementid;
+    anchor.type = "application/json";
+    view.replaceChildren(anchor);
+    root.dataset.worker = embed.worker;
+    const before = new Set((window.Bokeh && window.Bokeh.documents) || []);
+    const response = await fetch(embed.src, { credentials: "same-origin", headers: { "X-Bokeh-Token": embed.token } });
+    if (!response.ok) throw new Error(`autoload.js answered ${response.status}`);
+    const script = document.createElement("script");
+    script.src = URL.createObjectURL(await response.blob());
+    document.body.appendChild(script);
+    // The new document appears once BokehJS has pulled it over the websocket.
+    for (let waited = 0; waited < 20000; waited += 50) {
+      const docs = (window.Bokeh && window.Bokeh.documents) || [];
+      const doc = docs.find((d) => !before.has(d));
+      if (doc) return watch(doc);
+      await sleep(50);
+    }
+    throw new Error("the dashboard did not load");
+  }
+
+  function watch(doc) {
+    current = doc;
+    doc.on_event("connection_lost", () => {
+      if (!leaving && doc === current) recover();
+    });
+  }
+
+  function viewState() {
+    // Widget values a dashboard publishes (teams: date range and window), to open the same view.
+    const model = current && current.get_model_by_name("view-state");
+    if (!model || !model.text) return {};
+    try { return JSON.parse(model.text); } catch (e) { return {}; }
+  }
+
+  async function fresh() {
+    const url = new URL(root.dataset.embedUrl, location.href);
+    for (const [key, value] of Object.entries(viewState())) {
+      if (value !== null && value !== undefined) url.searchParams.set(key, value);
+    }
+    const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+    if (response.status === 401 || response.status === 403) {
+      const error = new Error("Your login has ended; reload the page to log in again.");
+      error.final = true;
+      throw error;
+    }
+    if (!response.ok) throw new Error(`the site answered ${response.status}`);
+    return response.json();
+  }
+
+  async function recover() {
+    if (recovering) return;
+    recovering = true;
+    say("Reconnecting…");
+    let last = null;
+    for (let attempt = 0; attempt < MAX_ATTEMPTS && !leaving; attempt++) {
+      await sleep(BACKOFF_MS[attempt]);
+      try {
+        await load(await fresh());
+        window.dashboardRecoveries += 1;
+        recovering = false;
+        say("");
+        return;
+      } catch (error) {
+        last = error;
+        if (error.final) break;
+      }
+    }
+    recovering = false;
+    if (!leaving) say(`The chart could not be reconnected (${last ? last.message : "unknown error"}).`, true);
+  }
+
+  load({ worker: root.dataset.worker, src: root.dataset.src, elementid: root.dataset.elementid,
+         token: root.dataset.token })
+    .catch(() => recover());
+})();

@@ -1,0 +1,167 @@
+"""Every form field, URL parameter, header and cookie of the Flask site, fed arbitrary text:
+never a 500, always an answer with a reason; the site keeps serving. And with the database
+gone, pages answer a readable 503 and recover by themselves when it is back."""
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from app import create_app
+from app.config import Settings
+from app.ops import prestart
+from app.ops.launcher import free_port
+from app.ops.pgcluster import PostgresCluster
+
+HYPOTHESIS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+TEXT = st.text(max_size=300) | st.text(alphabet=st.characters(codec="utf-8"), max_size=30) | st.sampled_from(
+    ["", "\x00", "²", "１０", "-1", "0", "99999999999999999999", "0001-01-05", "9999-12-31", "2026-02-30",
+     "1e308", "nan", "NaN", "inf", " 7", "7.5", "%00", "../../etc/passwd", "<script>", "' OR 1=1 --"])
+DASHBOARD_PARAMS = {
+    "my-happiness": ["days"], "team": ["days", "team"], "teams": ["start", "end", "window"],
+    "slow-query": ["seconds", "variant"],
+}
+
+
+@pytest.fixture(scope="module")
+def app_db(pg):
+    url = pg.create_database(f"badinput_{free_port()}")
+    env = {"APP_ENV": "test", "DATABASE_URL": url, "SECRET_KEY": "x" * 40, "BOKEH_SECRET_KEY": "y" * 48}
+    prestart.run(Settings.from_env(env), people_per_team=1, history_days=2)
+    import psycopg2
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:  # a worker to send pages to
+        cur.execute("INSERT INTO bokeh_workers (host, port, pid) VALUES ('127.0.0.1', 1, 1)")
+    return create_app(Settings.from_env(env))
+
+
+def logged_in(app, username: str):
+    client = app.test_client()
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    response = client.post("/login", data={"username": username, "password": "demo", "csrf_token": token})
+    assert response.status_code == 302, response.get_data(as_text=True)[:300]
+    return client
+
+
+def assert_answered(response) -> None:
+    assert response.status_code < 500, (response.status_code, response.get_data(as_text=True)[:500])
+    body = response.get_data(as_text=True)
+    assert "Traceback" not in body
+
+
+@pytest.fixture(scope="module")
+def admin(app_db):
+    return logged_in(app_db, "admin")
+
+
+@pytest.fixture(scope="module")
+def lead(app_db):
+    return logged_in(app_db, "lead")
+
+
+@HYPOTHESIS
+@given(username=TEXT, password=TEXT, next_=TEXT, csrf=TEXT | st.none())
+def test_login_form(app_db, username, password, next_, csrf):
+    client = app_db.test_client()
+    page = client.get("/login").get_data(as_text=True)
+    real = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    response = client.post("/login", data={"username": username, "password": password, "next": next_,
+                                           "csrf_token": real if csrf is None else csrf})
+    assert_answered(response)
+    if response.status_code == 302:
+        assert response.headers["Location"].startswith("/")  # never an open redirect
+
+
+@HYPOTHESIS
+@given(name=st.sampled_from(sorted(DASHBOARD_PARAMS)), data=st.data())
+def test_dashboard_parameters(admin, lead, name, data):
+    params = {key: data.draw(TEXT, label=key) for key in data.draw(
+        st.lists(st.sampled_from(DASHBOARD_PARAMS[name] + ["bogus", "bokeh-token"]), unique=True), label="keys")}
+    client = admin if name != "teams" or data.draw(st.booleans(), label="as admin") else lead
+    for path in (f"/dashboards/{name}", f"/dashboards/{name}/embed"):
+        assert_answered(client.get(path, query_string=params))
+
+
+@HYPOTHESIS
+@given(name=TEXT)
+def test_dashboard_names(admin, name):
+    assert_answered(admin.get("/dashboards/" + name.replace("/", "%2F").replace("?", "%3F").replace("#", "%23")))
+
+
+@HYPOTHESIS
+@given(header=st.sampled_from(["X-CSRFToken", "Accept", "Content-Type", "X-Forwarded-For", "X-Forwarded-Host",
+                               "X-Forwarded-Proto", "Cookie", "Referer"]),
+       value=st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=200) | st.sampled_from(
+           ["é", "ünïcödé-tøken", "\u2603"]),
+       path=st.sampled_from(["/", "/login", "/dashboards/team", "/api/workers", "/healthz"]),
+       method=st.sampled_from(["GET", "POST"]))
+def test_headers(admin, header, value, path, method):
+    try:
+        headers = {header: value.encode("utf-8").decode("latin-1")}  # what arrives from the wire
+    except UnicodeError:
+        headers = {header: value}
+    assert_answered(admin.open(path, method=method, headers=headers, data={"score": "5"}))
+
+
+def test_non_ascii_csrf_token_is_a_400_with_a_reason(admin):
+    response = admin.post("/entries", data={"score": "5", "csrf_token": "ünïcödé"})
+    assert response.status_code == 400 and "CSRF" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("query, reason", [
+    ({"start": "2999-01-01"}, "after today"),
+    ({"end": "0001-01-05"}, "between 1970-01-01"),
+    ({"start": "2026-05-01", "end": "2026-01-01"}, "must not be after"),
+])
+def test_teams_dates_that_broke_autoload_are_refused_by_the_page(lead, query, reason):
+    response = lead.get("/dashboards/teams", query_string=query)
+    assert response.status_code == 400 and reason in response.get_data(as_text=True)
+
+
+def test_nul_in_the_login_username_is_a_400(app_db):
+    client = app_db.test_client()
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    response = client.post("/login", data={"username": "ali\x00ce", "password": "demo", "csrf_token": token})
+    assert response.status_code == 400 and "control characters" in response.get_data(as_text=True)
+
+
+def test_login_starts_a_new_session(app_db):
+    client = app_db.test_client()
+    client.get("/login")
+    with client.session_transaction() as s:
+        s["planted"] = "by an attacker"
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    assert client.post("/login", data={"username": "alice", "password": "demo", "csrf_token": token}).status_code == 302
+    with client.session_transaction() as s:
+        assert "planted" not in s and s.get("_user_id")
+
+
+def test_with_the_database_down_pages_answer_503_and_recover_by_themselves(pg):
+    base = Path(tempfile.mkdtemp(prefix="happiness-test-dbdown-"))
+    base.chmod(0o755)
+    cluster = PostgresCluster(base / "cluster", free_port()).start()
+    try:
+        url = cluster.create_database("down")
+        env = {"APP_ENV": "test", "DATABASE_URL": url, "SECRET_KEY": "x" * 40, "BOKEH_SECRET_KEY": "y" * 48}
+        prestart.run(Settings.from_env(env), people_per_team=1, history_days=1)
+        app = create_app(Settings.from_env(env))
+        client = logged_in(app, "alice")
+        assert client.get("/").status_code == 200
+        cluster.stop()
+        for path in ("/", "/dashboards/team", "/login", "/api/workers"):
+            response = client.get(path)
+            assert response.status_code == 503, (path, response.status_code)
+            assert "database cannot be reached" in response.get_data(as_text=True)
+            assert response.headers["Retry-After"]
+        cluster.start()
+        assert client.get("/").status_code == 200  # no restart of the site needed
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
