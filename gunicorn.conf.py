@@ -38,7 +38,7 @@ def on_starting(server):
 
 
 def post_worker_init(worker):
-    hooks.start_worker_services()
+    hooks.worker_started()
 
 
 def worker_exit(server, worker):

@@ -14,6 +14,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_extensions(app)
     register_blueprints(app)
     register_error_handlers(app)
+    register_security_headers(app)
     return app
 
 
@@ -23,7 +24,9 @@ def configure(app: Flask, settings: Settings) -> None:
         SECRET_KEY=settings.secret_key,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
         REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SECURE=settings.secure_cookies,
         MAX_CONTENT_LENGTH=64 * 1024,
     )
     # nginx sets X-Forwarded-For/-Proto/-Host; embed URLs must use what the browser sees.
@@ -48,6 +51,12 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(auth_bp)
     app.register_blueprint(dashboards_bp)
     app.register_blueprint(api_bp)
+
+
+def register_security_headers(app: Flask) -> None:
+    from app.web.headers import init_app
+
+    init_app(app)
 
 
 def register_error_handlers(app: Flask) -> None:

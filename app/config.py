@@ -64,6 +64,14 @@ class Settings:
     blocking_baseline: bool = False
     nginx_bin: str = "nginx"
     seed_demo: bool = False
+    # Cookies only over HTTPS. On outside dev: production sits behind TLS (browsers treat
+    # http://localhost as secure too, so a local production-mode site still works).
+    secure_cookies: bool = True
+    # Failed logins allowed per account and per address in LOGIN_WINDOW_SECONDS, counted in
+    # PostgreSQL so that every worker and host enforces the same limit.
+    login_failures_per_account: int = 5
+    login_failures_per_address: int = 20
+    login_window_seconds: int = 900
 
     @property
     def is_dev(self) -> bool:
@@ -116,6 +124,10 @@ class Settings:
             blocking_baseline=_bool(env, "BLOCKING_BASELINE", False),
             nginx_bin=env.get("NGINX_BIN", "nginx"),
             seed_demo=_bool(env, "SEED_DEMO", is_dev),
+            secure_cookies=_bool(env, "SECURE_COOKIES", not is_dev),
+            login_failures_per_account=_int(env, "LOGIN_FAILURES_PER_ACCOUNT", 5, 1, 10000),
+            login_failures_per_address=_int(env, "LOGIN_FAILURES_PER_ADDRESS", 20, 1, 100000),
+            login_window_seconds=_int(env, "LOGIN_WINDOW_SECONDS", 900, 1, 86400),
         )
         settings.validate()
         return settings

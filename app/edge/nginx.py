@@ -4,6 +4,7 @@
 A reload is SIGHUP: open websockets stay on the old nginx workers until they close."""
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import pwd
@@ -25,6 +26,7 @@ BOKEH_STATIC = Path(bokeh.__file__).parent / "server" / "static"
 PANEL_STATIC = Path(panel.__file__).parent / "dist"
 MIME_TYPES = Path("/etc/nginx/mime.types")
 STOP_TIMEOUT_S = 10
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 Route = tuple[str, str, int]
 
@@ -66,6 +68,12 @@ def _mirror(src: Path, dst: Path) -> Path:
     for dirpath, _dirs, _files in os.walk(dst):
         os.chmod(dirpath, 0o755)
     return dst
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: Linux sends it SIGTERM when its parent dies (PR_SET_PDEATHSIG)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 class NginxServer:
@@ -130,7 +138,10 @@ class NginxServer:
         result = self.check()
         if result.returncode != 0:
             raise RuntimeError(f"nginx configuration is invalid: {result.stderr.strip()}")
-        self.process = subprocess.Popen([self.nginx_bin, "-c", str(self.conf), "-p", str(self.run_dir)])
+        # nginx goes when the edge goes, even when the edge is SIGKILLed (no stop() then):
+        # an nginx outliving its edge would serve routes nobody updates any more.
+        self.process = subprocess.Popen([self.nginx_bin, "-c", str(self.conf), "-p", str(self.run_dir)],
+                                        preexec_fn=_die_with_parent)
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -25,7 +26,7 @@ import psycopg2
 
 from app import logs
 from app.config import ConfigError, Settings
-from app.ops import prestart
+from app.ops import prestart, roll
 from app.ops.pgcluster import PostgresCluster, PostgresUnavailable, private_dir
 from app.ops.seed import DEMO_PASSWORD, DEMO_USERS
 from app.serving.registry import live_workers_dbapi
@@ -168,13 +169,21 @@ def _private_database(env: dict[str, str]) -> PostgresCluster:
     return cluster
 
 
+def _roll(site: Site) -> None:
+    try:
+        pairs = roll.roll(site.gunicorn.pid, site.settings)
+        print(f"Rolled {len(pairs)} workers.", flush=True)
+    except (roll.RollError, OSError, psycopg2.Error) as exc:
+        print(f"Rolling the workers failed: {exc}", file=sys.stderr, flush=True)
+
+
 def banner(site: Site) -> str:
     lines = ["", f"  Team happiness is running: {site.url}", ""]
     if site.settings.seed_demo:
         lines.append(f"  Demo logins (password '{DEMO_PASSWORD}'):")
         lines += [f"    {u:<6} {r}{' of ' + t if t else ''}" for u, r, t in DEMO_USERS]
         lines.append("")
-    lines.append("  Ctrl-C stops everything.")
+    lines.append(f"  Ctrl-C stops everything; `kill -HUP {os.getpid()}` rolls the workers without downtime.")
     return "\n".join(lines)
 
 
@@ -189,9 +198,17 @@ def main() -> int:
         stop_requested = True
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    site: Site | None = None
+
+    def roll_workers(*_: object) -> None:
+        """SIGHUP: replace the workers one by one (app.ops.roll), on a thread: a signal handler
+        must not wait for workers to start."""
+        if site is not None and site.gunicorn is not None and site.gunicorn.poll() is None:
+            print("Rolling the workers one by one...", flush=True)
+            threading.Thread(target=_roll, args=(site,), name="roll", daemon=True).start()
+    signal.signal(signal.SIGHUP, roll_workers)
 
     cluster = None
-    site = None
     try:
         if not env.get("DATABASE_URL"):
             cluster = _private_database(env)

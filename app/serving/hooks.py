@@ -1,8 +1,10 @@
 """What gunicorn's hooks do, as plain tested functions (gunicorn.conf.py calls one each).
 
 - master, on start:        check_settings()       fail fast on bad config, before forking
-- worker, after app load:  start_worker_services() reserve a port, start this worker's Bokeh server
-                                                  (if it cannot, retry in the background: Flask serves)
+- worker, after app load:  worker_started()        start_worker_services(): reserve a port, start this
+                                                  worker's Bokeh server (if it cannot, retry in the
+                                                  background: Flask serves); leave_registry_on_term()
+- worker, on SIGTERM:      (the handler above)     out of the registry: no new pages during the drain
 - worker, on clean exit:   stop_worker_services()  stop it and drop the registry row
 - master, child died:      forget_worker(pid)      drop the row of a worker that could not (SIGKILL)
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 from dataclasses import dataclass
 
@@ -102,14 +105,48 @@ def _start(settings: Settings) -> WorkerServices:
     return _services
 
 
+def worker_started() -> None:
+    """gunicorn's post_worker_init: start the Bokeh server, leave the registry on SIGTERM."""
+    start_worker_services()
+    leave_registry_on_term()
+
+
+def leave_registry_on_term() -> None:
+    """On SIGTERM (gunicorn's graceful stop, and each old worker of a rolling restart) leave the
+    registry at once, so no new page is sent to this worker during its graceful timeout; then
+    gunicorn's own handler runs. Called after gunicorn installed its handlers."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum, frame) -> None:
+        services = _services
+        if services is not None:  # a thread: a signal handler must not wait on the database
+            threading.Thread(target=_leave, args=(services,), name="leave-registry", daemon=True).start()
+        if callable(previous):
+            previous(signum, frame)
+    signal.signal(signal.SIGTERM, on_term)
+
+
+def _leave(services: WorkerServices) -> None:
+    try:
+        services.registry.release(services.reservation.worker_id)
+        log.info("worker %s: %s left the registry; finishing open requests", os.getpid(), services.reservation.name)
+    except Exception:
+        log.warning("could not remove %s from the registry", services.reservation.name)
+
+
 def stop_worker_services() -> None:
     global _services
     _stopping.set()
     services, _services = _services, None
     if services is None:
         return
+    # Out of the registry first: no new page is sent to a worker that is stopping (its route
+    # goes, its open charts reconnect elsewhere when the server below closes them).
+    try:
+        services.registry.release(services.reservation.worker_id)
+    except Exception:  # database gone: the master's child_exit or the TTL removes the row
+        log.warning("could not remove %s from the registry", services.reservation.name)
     services.server.stop()
-    services.registry.release(services.reservation.worker_id)
     for sock in services.reservation.sockets:
         sock.close()
 

@@ -35,11 +35,12 @@ CHOICE_LOCK_KEY = int.from_bytes(b"choose", "big")
 # $4 is the session token's lifetime: when no page was assigned for that long, what is
 # still pending were pages whose autoload.js never came (tab closed at once); their tokens
 # have expired, and counting them would skew the balance forever.
-HEARTBEAT_SQL = ("UPDATE bokeh_workers SET heartbeat_at = now(), sessions = $2, "
+# The first beat, sent once the worker's Bokeh server serves, also marks it ready for pages.
+HEARTBEAT_SQL = ("UPDATE bokeh_workers SET heartbeat_at = now(), ready_at = coalesce(ready_at, now()), sessions = $2, "
                  "pending = CASE WHEN pending_at < now() - make_interval(secs => $4) THEN 0 "
                  "ELSE greatest(pending - $3, 0) END WHERE id = $1")
 # A worker whose row was reclaimed while its loop was stalled puts itself back.
-REINSERT_SQL = ("INSERT INTO bokeh_workers (id, host, port, pid) VALUES ($1, $2, $3, $4) "
+REINSERT_SQL = ("INSERT INTO bokeh_workers (id, host, port, pid, ready_at) VALUES ($1, $2, $3, $4, now()) "
                 "ON CONFLICT DO NOTHING")
 
 
@@ -95,6 +96,7 @@ class WorkerRecord:
     sessions: int
     started_at: datetime
     heartbeat_at: datetime
+    ready: bool = True  # its Bokeh server serves: pages may be sent to it
 
     @property
     def name(self) -> str:
@@ -103,7 +105,7 @@ class WorkerRecord:
     def as_json(self) -> dict:
         return {"worker": self.name, "id": self.worker_id, "host": self.host, "port": self.port,
                 "pid": self.pid, "sessions": self.sessions, "started_at": self.started_at.isoformat(),
-                "heartbeat_at": self.heartbeat_at.isoformat()}
+                "heartbeat_at": self.heartbeat_at.isoformat(), "ready": self.ready}
 
 
 def pid_alive(pid: int) -> bool:
@@ -200,7 +202,8 @@ class PortRegistry:
                                 {"id": worker_id, "s": sessions, "c": created, "ttl": token_ttl}).rowcount > 0
 
 
-_LIVE_WORKERS = ("SELECT id, host, port, pid, sessions + pending AS sessions, started_at, heartbeat_at "
+_LIVE_WORKERS = ("SELECT id, host, port, pid, sessions + pending AS sessions, started_at, heartbeat_at, "
+                 "ready_at IS NOT NULL AS ready "
                  f"FROM bokeh_workers WHERE {_LIVE} ORDER BY id")
 
 
@@ -234,8 +237,9 @@ def choose_worker(conn: Connection, ttl_seconds: float, *, local_host: str,
 
 
 def _record(row) -> WorkerRecord:
-    """A registry row selected as (id, host, port, pid, sessions, started_at, heartbeat_at)."""
-    return WorkerRecord(row.id, row.host, row.port, row.pid, row.sessions, row.started_at, row.heartbeat_at)
+    """A registry row selected as (id, host, port, pid, sessions, started_at, heartbeat_at[, ready])."""
+    return WorkerRecord(row.id, row.host, row.port, row.pid, row.sessions, row.started_at, row.heartbeat_at,
+                        getattr(row, "ready", True))
 
 
 def route_table(workers: Iterable[WorkerRecord]) -> list[tuple[str, str, int]]:

@@ -1,15 +1,16 @@
 from __future__ import annotations
 
+import math
 from urllib.parse import urlsplit
 
-from flask import flash, redirect, render_template, request, session, url_for
+from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import select
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.extensions import db, login_manager
 from app.models import User
-from app.web.auth import bp
+from app.web.auth import bp, throttle
 
 MAX_FIELD = 128
 # Compared against when the username is unknown, so that an unknown name costs the same
@@ -56,6 +57,14 @@ def login():
     if not _printable(username) or not _printable(password):
         return render_template("auth/login.html", error="Username and password cannot contain control characters.",
                                next=request.form.get("next", "")), 400
+    settings, address = current_app.config["SETTINGS"], request.remote_addr or "unknown"
+    wait = throttle.retry_after(db.session.connection(), settings, username, address)
+    if wait is not None:
+        db.session.rollback()
+        minutes = math.ceil(wait / 60)
+        return render_template("auth/login.html", username=username, next=request.form.get("next", ""),
+                               error=f"Too many failed logins; try again in {minutes} minute{'s' if minutes > 1 else ''}."
+                               ), 429, {"Retry-After": str(wait)}
     user = db.session.scalars(select(User).where(User.username == username)).first()
     if user is None:
         check_password_hash(_DUMMY_HASH, password)
@@ -63,8 +72,12 @@ def login():
     else:
         user_ok = user.check_password(password)
     if not user_ok:
+        throttle.record_failure(db.session.connection(), settings, username, address)
+        db.session.commit()
         return render_template("auth/login.html", error="Unknown username or wrong password.",
                                username=username, next=request.form.get("next", "")), 401
+    throttle.forget_account(db.session.connection(), username)
+    db.session.commit()
     target = _safe_next(request.form.get("next"))
     session.clear()  # a new session at login: nothing set before it (fixation) carries over
     login_user(user)

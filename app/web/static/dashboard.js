@@ -65,6 +65,14 @@
     });
   }
 
+  function forget(doc) {
+    // The lost session's document is dead: drop it from BokehJS's list, so that
+    // Bokeh.documents holds the documents on show only.
+    const docs = window.Bokeh && window.Bokeh.documents;
+    const i = docs && doc ? docs.indexOf(doc) : -1;
+    if (i >= 0) docs.splice(i, 1);
+  }
+
   function viewState() {
     // Widget values a dashboard publishes (teams: date range and window), to open the same view.
     const model = current && current.get_model_by_name("view-state");
@@ -90,6 +98,8 @@
   async function recover() {
     if (recovering) return;
     recovering = true;
+    const lost = current;
+    root.classList.add("reconnecting");  // the old chart stays visible, dimmed: it is not live
     say("Reconnecting…");
     let last = null;
     for (let attempt = 0; attempt < MAX_ATTEMPTS && !leaving; attempt++) {
@@ -97,7 +107,9 @@
       try {
         await load(await fresh());
         window.dashboardRecoveries += 1;
+        forget(lost);
         recovering = false;
+        root.classList.remove("reconnecting");
         say("");
         return;
       } catch (error) {

@@ -3,12 +3,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
 from app.edge.nginx import NginxServer, render_routes
+from app.ops.launcher import free_port
+
+ROOT = Path(__file__).resolve().parents[4]
 
 HEADER = "# Generated from the worker registry by app/edge.\n"
 
@@ -111,3 +117,37 @@ def test_invalid_routes_rejected_after_restart_on_same_run_dir(nginx_on_path, ru
     second.render()
     assert second.apply_routes([("w2", "bad host;{", 5101)]) is False
     assert (run_dir / "workers.conf").read_text() == before
+
+
+EDGE_SCRIPT = """
+import sys, time
+from pathlib import Path
+from app.edge.nginx import NginxServer
+nginx = NginxServer(Path(sys.argv[1]), "127.0.0.1:" + sys.argv[2], ["127.0.0.1:9"], access_log="off")
+nginx.render()
+nginx.start()
+print(nginx.process.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_nginx_does_not_outlive_a_killed_edge(nginx_on_path, run_dir):
+    """SIGKILL gives the edge no chance to stop nginx; the kernel must (PR_SET_PDEATHSIG)."""
+    edge = subprocess.Popen([sys.executable, "-c", EDGE_SCRIPT, str(run_dir), str(free_port())],
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    nginx_pid = int(edge.stdout.readline())
+    assert pid_alive(nginx_pid)
+    edge.kill()
+    edge.wait()
+    deadline = time.monotonic() + 10
+    while pid_alive(nginx_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not pid_alive(nginx_pid), "nginx outlived the edge that started it"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[1][0] != "Z"  # a zombie is dead, just not reaped
+    except FileNotFoundError:
+        return False

@@ -74,9 +74,13 @@ def registry(engine, pids):
             s.close()
 
 
-def reserve(registry, index: int = 0):
+def reserve(registry, index: int = 0, *, ready: bool = True):
+    """A reserved worker; `ready` as after its first heartbeat (its Bokeh server serves)."""
     r = registry.reserve(registry.pids[index], HOST)
     registry.reserved.append(r)
+    if ready:
+        with registry.engine.begin() as conn:
+            conn.execute(text("UPDATE bokeh_workers SET ready_at = now() WHERE id = :id"), {"id": r.worker_id})
     return r
 
 
@@ -223,6 +227,17 @@ def test_choose_worker_ignores_stale_rows_and_returns_none_when_empty(registry, 
         assert choose_worker(conn, TTL, local_host=HOST) is None
         conn.execute(text("UPDATE bokeh_workers SET heartbeat_at = now()"))
         assert choose_worker(conn, TTL, local_host=HOST).worker_id == r.worker_id
+
+
+def test_pages_go_only_to_workers_whose_server_serves(registry, engine):
+    starting = reserve(registry, 0, ready=False)
+    with engine.begin() as conn:
+        assert choose_worker(conn, TTL, local_host=HOST) is None
+        assert [w.ready for w in live_workers(conn, TTL)] == [False]
+    # Its first heartbeat (sent once the Bokeh server serves) makes it ready.
+    registry.heartbeat(starting.worker_id, sessions=0)
+    with engine.begin() as conn:
+        assert choose_worker(conn, TTL, local_host=HOST).worker_id == starting.worker_id
 
 
 def test_route_table_lists_live_workers(registry, engine):

@@ -31,11 +31,13 @@ DASHBOARD_PARAMS = {
 @pytest.fixture(scope="module")
 def app_db(pg):
     url = pg.create_database(f"badinput_{free_port()}")
-    env = {"APP_ENV": "test", "DATABASE_URL": url, "SECRET_KEY": "x" * 40, "BOKEH_SECRET_KEY": "y" * 48}
+    # Hundreds of failed logins from one address here are the point, not an attack to throttle.
+    env = {"APP_ENV": "test", "DATABASE_URL": url, "SECRET_KEY": "x" * 40, "BOKEH_SECRET_KEY": "y" * 48,
+           "LOGIN_FAILURES_PER_ADDRESS": "100000", "LOGIN_FAILURES_PER_ACCOUNT": "10000"}
     prestart.run(Settings.from_env(env), people_per_team=1, history_days=2)
     import psycopg2
     with psycopg2.connect(url) as conn, conn.cursor() as cur:  # a worker to send pages to
-        cur.execute("INSERT INTO bokeh_workers (host, port, pid) VALUES ('127.0.0.1', 1, 1)")
+        cur.execute("INSERT INTO bokeh_workers (host, port, pid, ready_at) VALUES ('127.0.0.1', 1, 1, now())")
     return create_app(Settings.from_env(env))
 
 
@@ -165,3 +167,55 @@ def test_with_the_database_down_pages_answer_503_and_recover_by_themselves(pg):
     finally:
         cluster.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def throttled_app(pg):
+    url = pg.create_database(f"throttle_{free_port()}")
+    env = {"APP_ENV": "test", "DATABASE_URL": url, "SECRET_KEY": "x" * 40, "BOKEH_SECRET_KEY": "y" * 48,
+           "LOGIN_FAILURES_PER_ACCOUNT": "3", "LOGIN_FAILURES_PER_ADDRESS": "5"}
+    prestart.run(Settings.from_env(env), people_per_team=1, history_days=1)
+    return create_app(Settings.from_env(env)), url
+
+
+def attempt(app, username: str, password: str, address: str) -> int:
+    client = app.test_client()
+    page = client.get("/login", environ_base={"REMOTE_ADDR": address}).get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    return client.post("/login", data={"username": username, "password": password, "csrf_token": token},
+                       environ_base={"REMOTE_ADDR": address}).status_code
+
+
+def test_failed_logins_are_throttled_per_account_and_per_address_across_processes(throttled_app):
+    app, url = throttled_app
+    assert [attempt(app, "alice", "wrong", "10.0.0.1") for _ in range(3)] == [401, 401, 401]
+    # The right password no longer helps alice, from any address: the account is locked for now.
+    assert attempt(app, "alice", "demo", "10.0.0.2") == 429
+    assert attempt(app, "bob", "demo", "10.0.0.1") == 302  # other accounts from there are fine
+    # Per address: unknown names count too, and a second app (another worker) sees the same.
+    other_worker = create_app(Settings.from_env({"APP_ENV": "test", "DATABASE_URL": url, "SECRET_KEY": "x" * 40,
+                                                 "BOKEH_SECRET_KEY": "y" * 48, "LOGIN_FAILURES_PER_ACCOUNT": "3",
+                                                 "LOGIN_FAILURES_PER_ADDRESS": "5"}))
+    assert [attempt(other_worker, f"nobody{i}", "x", "10.0.0.3") for i in range(5)] == [401] * 5
+    assert attempt(app, "carol", "demo", "10.0.0.3") == 429
+    client = app.test_client()
+    client.get("/login", environ_base={"REMOTE_ADDR": "10.0.0.3"})
+    page = client.get("/login", environ_base={"REMOTE_ADDR": "10.0.0.3"}).get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    response = client.post("/login", data={"username": "carol", "password": "demo", "csrf_token": token},
+                           environ_base={"REMOTE_ADDR": "10.0.0.3"})
+    assert int(response.headers["Retry-After"]) > 0 and "Too many failed logins" in response.get_data(as_text=True)
+
+
+def test_every_response_carries_the_security_headers(admin):
+    for path in ("/", "/login", "/dashboards/team", "/nope", "/healthz"):
+        headers = admin.get(path).headers
+        assert headers["Content-Security-Policy"] == "frame-ancestors 'self'", path
+        assert headers["X-Content-Type-Options"] == "nosniff", path
+
+
+def test_cookies_are_secure_outside_dev(pg):
+    env = {"APP_ENV": "production", "DATABASE_URL": "postgresql://x@127.0.0.1:1/x", "SECRET_KEY": "s" * 40,
+           "BOKEH_SECRET_KEY": "b" * 48}
+    assert create_app(Settings.from_env(env)).config["SESSION_COOKIE_SECURE"] is True
+    assert create_app(Settings.from_env({**env, "APP_ENV": "dev"})).config["SESSION_COOKIE_SECURE"] is False

@@ -322,7 +322,7 @@ def test_a_failed_insert_rolls_back_whole(app, engine, people):
 def test_dashboard_page_has_the_entry_form_and_csrf_meta_for_members_only(app, alice, root, engine):
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM bokeh_workers"))
-        conn.execute(text("INSERT INTO bokeh_workers (host, port, pid) VALUES ('127.0.0.1', 5999, 1)"))
+        conn.execute(text("INSERT INTO bokeh_workers (host, port, pid, ready_at) VALUES ('127.0.0.1', 5999, 1, now())"))
     page = alice.get("/dashboards/my-happiness").get_data(as_text=True)
     for element in ("entry-form", "entry-score", "entry-note", "entry-submit", "entry-result"):
         assert f'id="{element}"' in page
