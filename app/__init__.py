@@ -5,6 +5,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.config import Settings
+from app.database import sqlalchemy_url
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -28,6 +29,10 @@ def configure(app: Flask, settings: Settings) -> None:
         REMEMBER_COOKIE_HTTPONLY=True,
         REMEMBER_COOKIE_SECURE=settings.secure_cookies,
         MAX_CONTENT_LENGTH=64 * 1024,
+        SQLALCHEMY_DATABASE_URI=sqlalchemy_url(settings.database_url),
+        # One connection per gthread thread, plus headroom for bursts; checked on checkout, so
+        # a restarted PostgreSQL costs one failed request at most.
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_size": settings.gunicorn_threads, "max_overflow": 4, "pool_pre_ping": True},
     )
     # nginx sets X-Forwarded-For/-Proto/-Host; embed URLs must use what the browser sees.
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]

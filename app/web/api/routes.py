@@ -24,6 +24,22 @@ def healthz():
     return jsonify(status="ok")
 
 
+@bp.get("/readyz")
+def readyz():
+    """200 when this host has a worker whose Bokeh server serves (registered, ready, heartbeating:
+    the edge routes every such worker); 503 with why otherwise. Load balancers and compose ask it."""
+    settings = current_app.config["SETTINGS"]
+    try:
+        workers = [w for w in live_workers(db.session.connection(), settings.registry_ttl_seconds)
+                   if w.host == settings.bokeh_host and w.ready]
+    except SQLAlchemyError:
+        db.session.rollback()
+        return jsonify(status="unavailable", reason="the database cannot be reached"), 503
+    if not workers:
+        return jsonify(status="starting", reason=f"no ready dashboard server on {settings.bokeh_host} yet"), 503
+    return jsonify(status="ok", workers=[w.name for w in workers])
+
+
 @bp.get("/api/workers")
 def workers():
     if not current_user.is_authenticated:

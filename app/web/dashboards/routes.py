@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from app import access, tokens
 from app.extensions import db
-from app.models import HappinessEntry, User
+from app.models import HappinessEntry, Team, User
 from app.serving import embed, prefetch
 from app.serving.hooks import local_worker_id
 from app.serving.registry import choose_worker
@@ -25,8 +25,10 @@ def home():
     recent = db.session.scalars(
         select(HappinessEntry).where(HappinessEntry.user_id == current_user.id)
         .order_by(HappinessEntry.created_at.desc()).limit(5)).all()
+    # Admins have no team of their own: the team dashboard gets a picker of every team.
+    teams = db.session.scalars(select(Team).order_by(Team.name)).all() if current_user.team_id is None else []
     return render_template("dashboards/home.html", dashboards=access.dashboards_for(principal), recent=recent,
-                           max_note=entries.MAX_NOTE)
+                           teams=teams, max_note=entries.MAX_NOTE)
 
 
 @bp.post("/entries")
@@ -72,6 +74,8 @@ def _new_session(name: str) -> tuple[access.Dashboard, embed.Embed]:
         abort(404, description=f"{name} is only served when the site runs with BLOCKING_BASELINE=1.")
     params = access.parse_params(name, request.args)          # 400
     access.authorize(principal, name, params)                   # 403
+    if params.get("team") is not None and db.session.get(Team, params["team"]) is None:
+        abort(404, description=f"There is no team {params['team']}.")
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         worker = choose_worker(conn, settings.registry_ttl_seconds,
                                local_host=settings.bokeh_host, prefer_id=local_worker_id())

@@ -219,3 +219,25 @@ def test_cookies_are_secure_outside_dev(pg):
            "BOKEH_SECRET_KEY": "b" * 48}
     assert create_app(Settings.from_env(env)).config["SESSION_COOKIE_SECURE"] is True
     assert create_app(Settings.from_env({**env, "APP_ENV": "dev"})).config["SESSION_COOKIE_SECURE"] is False
+
+
+def test_admins_pick_a_team_and_an_unknown_team_is_a_404(admin):
+    home = admin.get("/").get_data(as_text=True)
+    assert 'id="team-picker"' in home and ">Platform</option>" in home and ">Design</option>" in home
+    assert admin.get("/dashboards/team", query_string={"team": "999999"}).status_code == 404
+    assert admin.get("/dashboards/team", query_string={"team": "1"}).status_code == 200
+
+
+def test_readyz_says_whether_this_host_has_a_ready_dashboard_server(app_db):
+    import psycopg2
+    client = app_db.test_client()
+    url = app_db.config["SETTINGS"].database_url
+    assert client.get("/readyz").status_code == 200  # the fixture's ready worker on 127.0.0.1
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE bokeh_workers SET ready_at = NULL")
+    try:
+        response = client.get("/readyz")
+        assert response.status_code == 503 and "no ready dashboard server" in response.get_json()["reason"]
+    finally:
+        with psycopg2.connect(url) as conn, conn.cursor() as cur:
+            cur.execute("UPDATE bokeh_workers SET ready_at = now()")

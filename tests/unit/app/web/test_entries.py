@@ -298,10 +298,10 @@ def test_a_refused_write_leaves_the_next_one_working(alice, engine):
 def test_refused_input_rolls_the_session_back(app, people):
     with app.app_context():
         user = db.session.get(User, people["alice"]["id"])       # opens a transaction
-        assert db.session.in_transaction()
+        assert db.session().in_transaction()
         with pytest.raises(entries.EntryError):
             entries.log_entry(db.session, user, score=7, note="a\x00b")
-        assert not db.session.in_transaction()
+        assert not db.session().in_transaction()
         assert not (db.session.new or db.session.dirty)
 
 
@@ -312,7 +312,7 @@ def test_a_failed_insert_rolls_back_whole(app, engine, people):
         with pytest.raises(Exception) as raised:
             entries.log_entry(db.session, ghost, score=7, note="")
         assert not isinstance(raised.value, entries.EntryError)
-        assert not db.session.in_transaction()
+        assert not db.session().in_transaction()
         assert not (db.session.new or db.session.dirty)
     assert count(engine) == 0
 
