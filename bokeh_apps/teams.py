@@ -12,6 +12,7 @@ import json
 import logging
 from typing import Any
 
+import numpy as np
 import panel as pn
 import param
 from bokeh.document import Document
@@ -103,11 +104,15 @@ class TeamsComparison(param.Parameterized):
         for r in rows:
             xs, ys = teams.setdefault(r["team"], ([], []))
             ids[r["team"]] = r["team_id"]
-            xs.append(dt.datetime.combine(r["day"], dt.time()))
+            xs.append(day_ms(r["day"]))
             ys.append(r["rolling"])
         names = sorted(teams)
         self._rows = {ids[n]: i for i, n in enumerate(names)}
-        self.source.data = {"xs": [teams[n][0] for n in names], "ys": [teams[n][1] for n in names],
+        # One array per team (days as ms since the epoch, as Bokeh's datetime axis counts): a
+        # live update then patches one element of one team's array, a few bytes, instead of
+        # re-sending that team's whole series to every open comparison.
+        self.source.data = {"xs": [np.array(teams[n][0], dtype=float) for n in names],
+                            "ys": [np.array(teams[n][1], dtype=float) for n in names],
                             "team": names, "color": [Category10_10[i % 10] for i in range(len(names))]}
 
     def _in_view(self, entry: Entry) -> bool:
@@ -129,19 +134,23 @@ class TeamsComparison(param.Parameterized):
         if done.cancelled() or done.exception() is not None or done.result() is None:
             log.warning("could not read the newest point of team %s", team_id)
             return
-        row, x = done.result(), dt.datetime.combine(day, dt.time())
+        row, x = done.result(), day_ms(day)
         i = self._rows.get(team_id)
         if i is None:  # the team's first entry in this range
             self._rows[team_id] = len(self.source.data["team"])
-            self.source.stream({"xs": [[x]], "ys": [[row["rolling"]]], "team": [row["team"]],
+            self.source.stream({"xs": [np.array([x])], "ys": [np.array([row["rolling"]])], "team": [row["team"]],
                                 "color": [Category10_10[len(self._rows) % 10]]})
             return
-        xs, ys = list(self.source.data["xs"][i]), list(self.source.data["ys"][i])
-        if xs and xs[-1] == x:
-            ys[-1] = row["rolling"]
-            self.source.patch({"ys": [(i, ys)]})
-        else:
-            self.source.patch({"xs": [(i, xs + [x])], "ys": [(i, ys + [row["rolling"]])]})
+        xs, ys = self.source.data["xs"][i], self.source.data["ys"][i]
+        if len(xs) and xs[-1] == x:  # the day is on the chart: its one point moves
+            self.source.patch({"ys": [((i, slice(len(ys) - 1, len(ys))), [row["rolling"]])]})
+        else:  # the day's first entry: the team's series grows by a point (once a day)
+            self.source.patch({"xs": [(i, np.append(xs, x))], "ys": [(i, np.append(ys, row["rolling"]))]})
+
+
+def day_ms(day: dt.date) -> float:
+    """A UTC day as Bokeh's datetime axis counts it: milliseconds since the epoch."""
+    return dt.datetime.combine(day, dt.time(), dt.timezone.utc).timestamp() * 1000.0
 
 
 def _as_date(value: Any) -> dt.date:
