@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 import weakref
 from collections import deque
 from typing import Any, Callable, Sequence
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 SLICE = 25
 LIVE, PAUSED, WAITING = "live", "paused", "waiting"
 PAUSED_TEXT = "Live updates paused: reconnecting to the database…"
+# The status line's "updated" time is re-sent at most this often (it shows seconds).
+STATUS_EVERY_S = 1.0
 # Ids a view remembers having applied, as a last guard against a repeat.
 APPLIED_MEMORY = 2048
 
@@ -105,6 +108,9 @@ class LiveView:
         self._applied: deque[int] = deque(maxlen=APPLIED_MEMORY)
         self._live = False
         self.updates = 0
+        self._updated_at = 0.0   # monotonic time of the last update applied
+        self._status_at = -STATUS_EVERY_S  # ... and of the last status text sent
+        self._status_pending = False
         self.status = Div(name="live-status", text="", tags=[WAITING], styles={"color": "#2a7", "min-height": "1.5em"})
         router.attach(self)
 
@@ -151,7 +157,26 @@ class LiveView:
         self._applied.extend(e.id for e in fresh)
         self._on_entries(sorted(fresh, key=lambda e: (e.created_at, e.id)))
         self.updates += 1
-        self._show(updated=True)
+        self._updated_at = time.monotonic()
+        self._show_updated()
+
+    def _show_updated(self) -> None:
+        """Say when the chart last changed, at most once per STATUS_EVERY_S: a chart receiving
+        ten updates a second would otherwise send as many status messages as data messages."""
+        wait = self._status_at + STATUS_EVERY_S - time.monotonic()
+        if wait <= 0:
+            self._status_at = time.monotonic()
+            self._show(updated=True)
+        elif not self._status_pending:
+            self._status_pending = True
+            try:
+                self.doc.add_timeout_callback(self._status_due, int(wait * 1000) + 1)
+            except Exception:  # the session went meanwhile
+                self._status_pending = False
+
+    def _status_due(self) -> None:
+        self._status_pending = False
+        self._show_updated()
 
     def _show(self, updated: bool = False) -> None:
         if not self._live:
@@ -160,7 +185,8 @@ class LiveView:
             return
         else:
             state = LIVE
-            text = (f"live · updated {dt.datetime.now(dt.timezone.utc):%H:%M:%S} UTC" if updated
+            changed = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=time.monotonic() - self._updated_at)
+            text = (f"live · updated {changed:%H:%M:%S} UTC" if updated
                     else self.status.text if self.status.text.startswith("live") else "live")
         if self.status.text != text:
             self.status.text = text
