@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence, T
 import asyncpg
 
 from bokeh_apps.kit.live import LiveRouter
-from bokeh_apps.queries.coalescer import Coalescer
+from bokeh_apps.queries.coalescer import LEADER_GRACE_S, Coalescer
 from bokeh_apps.queries.entries import EntryFeed
 from bokeh_apps.queries.notifications import Notifications
 from bokeh_apps.queries.prefetch import Prefetcher
@@ -146,7 +146,8 @@ class WorkerRuntime:
             reset=keep_session)
         self.notifications = Notifications(settings.database_url, f"bokeh-{name}-listen")
         worker_id = self.worker_id
-        self.coalescer = Coalescer(self.bookkeeping, self.notifications, worker_id)
+        self.coalescer = Coalescer(self.bookkeeping, self.notifications, worker_id,
+                                   max_run_s=settings.statement_timeout_seconds + LEADER_GRACE_S)
         self.queries = QueryService(self.pool, settings.db_pool_size,
                                     UserQueue(self.bookkeeping, self.notifications, worker_id),
                                     self.coalescer, settings.statement_timeout_seconds)

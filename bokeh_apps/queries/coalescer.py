@@ -44,6 +44,10 @@ LEAVE_SQL = "SELECT query_leave($1)"
 DROP_SQL = "SELECT query_drop($1)"
 FINISH_SQL = "SELECT query_finish($1, $2, $3, $4, $5, $6)"
 POLL_SQL = "SELECT state, payload, error FROM query_poll($1)"
+EXPIRE_SQL = "SELECT query_expire($1, $2)"
+# A leader cannot run a statement longer than statement_timeout; one that has not finished
+# this long after it (queue waits and bookkeeping included) died without its row going.
+LEADER_GRACE_S = 30.0
 PURGE_SQL = "DELETE FROM query_results WHERE keep_until < now()"
 
 
@@ -89,9 +93,12 @@ Execute = Callable[[LocalRun], Awaitable[Sequence[Any]]]
 
 
 class Coalescer:
-    def __init__(self, pool: asyncpg.Pool, notifications: Notifications, worker_id: int) -> None:
+    def __init__(self, pool: asyncpg.Pool, notifications: Notifications, worker_id: int,
+                 max_run_s: float = 3600.0) -> None:
+        """`max_run_s`: the longest a run can take (statement_timeout + LEADER_GRACE_S)."""
         self.pool = pool
         self.worker_id = worker_id
+        self.max_run_s = max_run_s
         self._runs: dict[str, LocalRun] = {}
         self._by_run: dict[int, LocalRun] = {}
         self._recent: OrderedDict[int, str] = OrderedDict()
@@ -197,7 +204,9 @@ class Coalescer:
         await self.pool.execute(FINISH_SQL, run.key, run.run_id, rows.encode(result), None, ttl, KEEP_S)
 
     async def _follow(self, run: LocalRun) -> bool:
-        """Wait for the leader's result; False if the run vanished without one."""
+        """Wait for the leader's result; False if the run vanished without one, or ran longer
+        than any run can (its leader died without its row going): then it is dropped."""
+        since = time.monotonic()
         while True:
             if run.notice is None and not run.abandoned:
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -216,6 +225,10 @@ class Coalescer:
                 self._resolve(run, state["payload"], state["error"])
                 return True
             if state["state"] == "gone":
+                return False
+            if time.monotonic() - since > self.max_run_s and await self.pool.fetchval(
+                    EXPIRE_SQL, run.run_id, self.max_run_s):
+                log.warning("shared query %s outlived any statement; its leader is gone, claiming again", run.key[:12])
                 return False
 
     # results ---------------------------------------------------------------------

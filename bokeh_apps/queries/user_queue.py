@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from collections import defaultdict
 from typing import AsyncIterator, Callable
 
@@ -21,13 +22,16 @@ CHANNEL = "query_tickets"
 # How often a queued query re-checks its place if no notification woke it.
 POLL_S = 1.0
 
+# The ticket is named by a nonce chosen here, before the INSERT: a query cancelled while its
+# ticket was being taken (the INSERT done, its reply lost to the cancellation) can still
+# give the place back (migration 0007).
 TAKE_SQL = """
-    WITH t AS (INSERT INTO query_tickets (user_id, worker_id) VALUES ($1, $2) RETURNING id)
+    WITH t AS (INSERT INTO query_tickets (user_id, worker_id, nonce) VALUES ($1, $2, $3) RETURNING id)
     SELECT t.id, (SELECT count(*) FROM query_tickets q WHERE q.user_id = $1 AND q.id < t.id) AS ahead FROM t
 """
 AHEAD_SQL = "SELECT count(*) FROM query_tickets WHERE user_id = $1 AND id < $2"
 RELEASE_SQL = f"""
-    WITH d AS (DELETE FROM query_tickets WHERE id = $1 RETURNING user_id)
+    WITH d AS (DELETE FROM query_tickets WHERE nonce = $1 RETURNING user_id)
     SELECT pg_notify('{CHANNEL}', user_id::text) FROM d
 """
 
@@ -58,15 +62,17 @@ class UserQueue:
         on_queued(n) is called whenever the place in line changes (n = 1 is next).
         """
         generation = self._generation[user_id]
-        row = await self.pool.fetchrow(TAKE_SQL, user_id, self.worker_id)
-        ticket, ahead = row["id"], row["ahead"]
+        nonce = secrets.randbits(63)
         try:
+            row = await self.pool.fetchrow(TAKE_SQL, user_id, self.worker_id, nonce)
+            ticket, ahead = row["id"], row["ahead"]
             if ahead >= limit:
                 await self._wait(user_id, ticket, limit, ahead, generation, on_queued)
             yield
         finally:
-            # Shielded: a cancelled session must still give its place back.
-            await asyncio.shield(self.pool.execute(RELEASE_SQL, ticket))
+            # Shielded, and by nonce: a cancelled session must still give its place back, also
+            # when it was cancelled while the place was being taken.
+            await asyncio.shield(self.pool.execute(RELEASE_SQL, nonce))
 
     async def _wait(self, user_id: int, ticket: int, limit: int, ahead: int, generation: int,
                     on_queued: Callable[[int], None] | None) -> None:
