@@ -2,6 +2,7 @@
 and the whole site (nginx edge + gunicorn with 4 workers) on free ports."""
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import random
@@ -29,16 +30,31 @@ def output_dir() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def pg() -> PostgresCluster:
-    # Under /tmp, world-traversable: as root the server runs as `postgres`, which cannot
-    # enter pytest's private temp directories.
-    base = Path(tempfile.mkdtemp(prefix="happiness-test-pg-"))
+@contextlib.contextmanager
+def private_cluster(prefix: str):
+    """A throwaway PostgreSQL cluster on a free port. Under /tmp, world-traversable: as root
+    the server runs as `postgres`, which cannot enter pytest's private temp directories."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
     os.chmod(base, 0o755)
     cluster = PostgresCluster(base / "cluster", free_port()).start()
-    yield cluster
-    cluster.stop()
-    shutil.rmtree(base, ignore_errors=True)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg() -> PostgresCluster:
+    with private_cluster("happiness-test-pg-") as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def own_pg() -> PostgresCluster:
+    """A PostgreSQL of the test's own, which it may stop and start (database faults)."""
+    with private_cluster("happiness-test-own-pg-") as cluster:
+        yield cluster
 
 
 @pytest.fixture

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -19,8 +17,6 @@ import pytest
 from app.config import Settings
 from app.loadtest.site_client import SiteClient
 from app.ops import prestart
-from app.ops.launcher import free_port
-from app.ops.pgcluster import PostgresCluster
 from tests.conftest import ROOT, site_env
 
 STOP_BOUND_S = 20.0  # README: everything stops within 20 s
@@ -84,18 +80,8 @@ class Launcher:
         return time.monotonic() - started
 
 
-@pytest.fixture
-def cluster():
-    base = Path(tempfile.mkdtemp(prefix="happiness-test-launcher-"))
-    os.chmod(base, 0o755)
-    pg = PostgresCluster(base / "cluster", free_port()).start()
-    yield pg
-    pg.stop()
-    shutil.rmtree(base, ignore_errors=True)
-
-
-def test_stops_cleanly_with_open_sessions_then_restarts_at_once_even_stuck_and_without_database(cluster):
-    url = cluster.create_database("launcher")
+def test_stops_cleanly_with_open_sessions_then_restarts_at_once_even_stuck_and_without_database(own_pg):
+    url = own_pg.create_database("launcher")
     env = site_env(url, WEB_CONCURRENCY="2", REGISTRY_HEARTBEAT_SECONDS="1", REGISTRY_TTL_SECONDS="5")
     prestart.run(Settings.from_env(env), people_per_team=2, history_days=3)
 
@@ -114,6 +100,7 @@ def test_stops_cleanly_with_open_sessions_then_restarts_at_once_even_stuck_and_w
             sessions.append(await client.connect(page, light=True))
         return sessions
     loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)  # tornado's clients look for the current loop
     sessions = loop.run_until_complete(open_sessions(200))
     took = first.stop(signal.SIGINT)
     assert first.proc.returncode == 0, "".join(first.output[-20:])
@@ -122,6 +109,7 @@ def test_stops_cleanly_with_open_sessions_then_restarts_at_once_even_stuck_and_w
     for s in sessions:
         s.close()
     loop.close()
+    asyncio.set_event_loop(None)
 
     # 2. Started again at once on the same port (the stop's TIME-WAIT connections do not block it).
     second = Launcher(env)
@@ -129,7 +117,7 @@ def test_stops_cleanly_with_open_sessions_then_restarts_at_once_even_stuck_and_w
     # A stuck worker and the database gone, then SIGTERM (a supervisor's stop).
     workers = [p for p in processes if "gunicorn" in Path(f"/proc/{p}/cmdline").read_text()]
     os.kill(max(workers), signal.SIGSTOP)
-    cluster.stop()
+    own_pg.stop()
     took = second.stop(signal.SIGTERM)
     assert took < STOP_BOUND_S, f"stopping a stuck site without its database took {took:.1f} s"
     assert not alive(processes), f"left running: {alive(processes)}"

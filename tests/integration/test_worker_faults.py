@@ -3,21 +3,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import psycopg2
-import pytest
 
 from app.config import Settings
 from app.loadtest.site_client import BokehSession
 from app.ops import prestart
-from app.ops.launcher import Site, free_port
-from app.ops.pgcluster import PostgresCluster
+from app.ops.launcher import Site
 from tests.conftest import site_env
 from tests.integration.helpers import http_get, mint, wait_until, workers
 
@@ -59,24 +54,13 @@ def test_a_sigkilled_workers_statements_are_cancelled_within_2_s(site):
     wait_until(lambda: len(workers(site)) == 4, 60, "no replacement worker registered")
 
 
-@pytest.fixture
-def own_cluster():
-    """A PostgreSQL of this test's own, which it may stop and start."""
-    base = Path(tempfile.mkdtemp(prefix="happiness-test-faults-"))
-    os.chmod(base, 0o755)
-    cluster = PostgresCluster(base / "cluster", free_port()).start()
-    yield cluster
-    cluster.stop()
-    shutil.rmtree(base, ignore_errors=True)
-
-
 def gunicorn_workers(master: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
 
 
-def test_with_the_database_down_a_dead_worker_is_replaced_and_the_others_keep_serving(own_cluster, output_dir):
-    url = own_cluster.create_database("faults")
+def test_with_the_database_down_a_dead_worker_is_replaced_and_the_others_keep_serving(own_pg, output_dir):
+    url = own_pg.create_database("faults")
     env = site_env(url, WEB_CONCURRENCY="2")
     prestart.run(Settings.from_env(env), people_per_team=2, history_days=5)
     site = Site(env, log_dir=output_dir / "faults-site-logs").start()
@@ -84,7 +68,7 @@ def test_with_the_database_down_a_dead_worker_is_replaced_and_the_others_keep_se
         master = site.gunicorn.pid
         first = gunicorn_workers(master)
         assert len(first) == 2
-        own_cluster.stop()
+        own_pg.stop()
         os.kill(first[0], signal.SIGKILL)
         time.sleep(8)  # gunicorn used to halt within a few seconds here ("Worker failed to boot")
         assert site.gunicorn.poll() is None, "the gunicorn master exited"
@@ -92,7 +76,7 @@ def test_with_the_database_down_a_dead_worker_is_replaced_and_the_others_keep_se
         assert len(now) == 2 and first[1] in now and first[0] not in now, (first, now)
         status, _, _ = http_get(f"{site.url}/login")
         assert status == 200, status
-        own_cluster.start()
+        own_pg.start()
         registered = wait_until(lambda: len(site.registered_workers()) == 2 and site.registered_workers(), 60,
                                 "the replacement never registered after the database came back")
         replacement = next(w for w in registered if w[2] not in first)

@@ -4,9 +4,6 @@ gone, pages answer a readable 503 and recover by themselves when it is back."""
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,7 +13,6 @@ from app import create_app
 from app.config import Settings
 from app.ops import prestart
 from app.ops.launcher import free_port
-from app.ops.pgcluster import PostgresCluster
 
 HYPOTHESIS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 TEXT = st.text(max_size=300) | st.text(alphabet=st.characters(codec="utf-8"), max_size=30) | st.sampled_from(
@@ -145,29 +141,21 @@ def test_login_starts_a_new_session(app_db):
         assert "planted" not in s and s.get("_user_id")
 
 
-def test_with_the_database_down_pages_answer_503_and_recover_by_themselves(pg):
-    base = Path(tempfile.mkdtemp(prefix="happiness-test-dbdown-"))
-    base.chmod(0o755)
-    cluster = PostgresCluster(base / "cluster", free_port()).start()
-    try:
-        url = cluster.create_database("down")
-        env = {"APP_ENV": "test", "DATABASE_URL": url, "SECRET_KEY": "x" * 40, "BOKEH_SECRET_KEY": "y" * 48}
-        prestart.run(Settings.from_env(env), people_per_team=1, history_days=1)
-        app = create_app(Settings.from_env(env))
-        client = logged_in(app, "alice")
-        assert client.get("/").status_code == 200
-        cluster.stop()
-        for path in ("/", "/dashboards/team", "/login", "/api/workers"):
-            response = client.get(path)
-            assert response.status_code == 503, (path, response.status_code)
-            assert "database cannot be reached" in response.get_data(as_text=True)
-            assert response.headers["Retry-After"]
-        cluster.start()
-        assert client.get("/").status_code == 200  # no restart of the site needed
-    finally:
-        cluster.stop()
-        shutil.rmtree(base, ignore_errors=True)
-
+def test_with_the_database_down_pages_answer_503_and_recover_by_themselves(own_pg):
+    url = own_pg.create_database("down")
+    env = {"APP_ENV": "test", "DATABASE_URL": url, "SECRET_KEY": "x" * 40, "BOKEH_SECRET_KEY": "y" * 48}
+    prestart.run(Settings.from_env(env), people_per_team=1, history_days=1)
+    app = create_app(Settings.from_env(env))
+    client = logged_in(app, "alice")
+    assert client.get("/").status_code == 200
+    own_pg.stop()
+    for path in ("/", "/dashboards/team", "/login", "/api/workers"):
+        response = client.get(path)
+        assert response.status_code == 503, (path, response.status_code)
+        assert "database cannot be reached" in response.get_data(as_text=True)
+        assert response.headers["Retry-After"]
+    own_pg.start()
+    assert client.get("/").status_code == 200  # no restart of the site needed
 
 @pytest.fixture
 def throttled_app(pg):
