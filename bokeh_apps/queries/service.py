@@ -12,6 +12,7 @@ Then it runs on the asyncpg pool under statement_timeout.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from app.config import Settings
     from bokeh_apps.queries.viewer import SessionInfo
 
+
+log = logging.getLogger(__name__)
 
 # What the placeholder says while a query is not finished (bokeh_apps.kit.document_query adds the rest).
 RUNNING, QUEUED = "running", "queued"
@@ -155,6 +158,9 @@ class QueryService:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            # The user sees a sentence; the log keeps what really happened, with its SQLSTATE.
+            log.warning("query %r of %s failed: %s: %s (SQLSTATE %s)", spec.label, spec.dashboard,
+                        type(exc).__name__, exc, getattr(exc, "sqlstate", None))
             raise QueryFailed(describe_error(exc, self.statement_timeout_s)) from exc
         finally:
             self.slots.release()

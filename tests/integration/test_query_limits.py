@@ -67,6 +67,10 @@ def test_a_query_past_statement_timeout_shows_why_instead_of_a_blank_chart(small
     assert points == 0
     assert button.visible and button.label == "Run again"
     wait_until(lambda: sleeping_queries(small_site, name) == 0, 3, "the timed-out query still runs")
+    # The log keeps the real error behind the sentence: PostgreSQL's query_canceled, 57014.
+    log = small_site.log_dir / "gunicorn.log"
+    wait_until(lambda: "QueryCanceledError" in log.read_text(), 5, "the failed query was not logged")
+    assert "(SQLSTATE 57014)" in log.read_text()
 
 
 def test_the_blocking_baseline_charts_the_same_result_as_slow_query(small_site):
