@@ -111,6 +111,8 @@ class LiveView:
         self._updated_at = 0.0   # monotonic time of the last update applied
         self._status_at = -STATUS_EVERY_S  # ... and of the last status text sent
         self._status_pending = False
+        self._pending: list[Entry] = []  # selected for the next apply
+        self._flush_scheduled = False
         self.status = Div(name="live-status", text="", tags=[WAITING], styles={"color": "#2a7", "min-height": "1.5em"})
         router.attach(self)
 
@@ -121,6 +123,7 @@ class LiveView:
     def pause(self) -> None:
         """The chart's query runs (again): entries wait for its result's snapshot."""
         self._snapshot = None
+        self._pending = []
 
     def start(self, snapshot: str | None) -> None:
         """The chart shows a result read in `snapshot` (under the document lock): apply the
@@ -138,8 +141,20 @@ class LiveView:
         if self._snapshot is None:
             return  # start() takes it from the router's recent entries
         mine = self._select(batch)
-        if mine:
-            self._later(lambda: self._apply(mine))
+        if not mine:
+            return
+        # At most one apply waits per document: batches that arrive while it waits (a busy
+        # loop) join it, so a stall costs one bigger update, not a growing queue of them.
+        self._pending.extend(mine)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._later(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, []
+        if pending:
+            self._apply(pending)
 
     def set_live(self, live: bool) -> None:
         self._live = live

@@ -56,3 +56,41 @@ def test_views_whose_session_is_gone_are_dropped():
         await asyncio.sleep(0.01)
         return len(log), len(router._views)
     assert asyncio.run(scenario()) == (1, 1)
+
+
+class FakeDoc:
+    """Records next-tick callbacks instead of running them: a busy Bokeh loop."""
+
+    session_context = object()
+
+    def __init__(self) -> None:
+        self.callbacks: list = []
+
+    def add_next_tick_callback(self, callback) -> None:
+        self.callbacks.append(callback)
+
+    def add_timeout_callback(self, callback, ms) -> None:
+        self.callbacks.append(callback)
+
+
+def test_batches_arriving_while_an_update_waits_join_it():
+    import datetime as dt
+
+    from bokeh_apps.kit.live import LiveView
+    from bokeh_apps.queries.entries import Entry
+    from bokeh_apps.queries.viewer import SessionInfo
+
+    async def scenario():
+        router = LiveRouter(asyncio.get_running_loop())
+        doc, applied = FakeDoc(), []
+        view = LiveView(doc, SessionInfo(claims=None, scope={"team_id": 1}), router, applied.append)
+        view.start("100:100:")  # the chart's result: every transaction below 100 is in it
+        doc.callbacks.clear()
+        now = dt.datetime.now(dt.timezone.utc)
+        for i in range(3):  # three batches while the loop is busy
+            view.offer([Entry(i, 1, 1, 5, now, 200 + i), Entry(10 + i, 2, 2, 5, now, 300 + i)])
+        assert len(doc.callbacks) == 1  # one apply waits, not three
+        doc.callbacks.pop()()
+        return applied
+    applied = asyncio.run(scenario())
+    assert [[e.id for e in batch] for batch in applied] == [[0, 1, 2]]  # team 1's entries, once
