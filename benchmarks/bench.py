@@ -1,14 +1,17 @@
-"""`make bench`: time-to-chart of 5 s slow-query sessions under four loads, in one run.
+"""`make bench`: time-to-chart of 5 s slow-query sessions under four loads, and live updates, in one run.
 
   (a) 200 sessions arriving over 10 s (20/s), distinct queries
   (b) the same 200 arriving at once
   (c) 200 at once, identical queries (coalescing: one database execution)
   (d) load (a) against slow-query-blocking, the synchronous baseline
+  (live) 400 open live sessions over 10 teams, 10 writes/s for 30 s: commit-to-arrival latency
+         and deliveries (app.loadtest live), then the same run with team-polling for team
 
 Without --url it starts its own site (private PostgreSQL, nginx, gunicorn with 4 workers,
 BLOCKING_BASELINE=1) and creates the load-test accounts. Time-to-chart is measured from the
 page request by app.loadtest, on this machine. Writes build/bench/results.json, one JSON
-and HTML report per scenario, and docs/benchmarks.md.
+and HTML report per scenario (live: live-ours.json, live-baseline.json), and docs/benchmarks.md
+(a run of only some scenarios keeps the other part of the page: the a-d table or "Live updates").
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -31,6 +35,7 @@ import psycopg2
 
 from app.config import Settings
 from app.loadtest.accounts import DEV_LOADTEST_PASSWORD, ensure_accounts
+from app.loadtest.live import LiveConfig, run_live, summarize_live
 from app.loadtest.report import summarize, write_html, write_json
 from app.loadtest.runner import LoadConfig, run_load
 from app.ops import prestart
@@ -46,6 +51,16 @@ USERS = 20
 TARGETS = {"a": 1.10, "b": 1.5, "c": 1.5}
 # asyncpg sends pg_sleep($1); psycopg2 (the baseline) inlines values, numbered differently once normalized.
 SLOW_STATEMENT = "%FROM pg_sleep($%"
+
+# The live scenario (issue): 400 sessions over 10 teams, writes at 10/s for 30 s, p99 <= 150 ms.
+LIVE = "live"
+LIVE_PREFIX = "live"
+LIVE_USERS, LIVE_TEAMS, LIVE_HISTORY_DAYS = 40, 10, 365
+LIVE_SESSIONS, LIVE_RATE, LIVE_SECONDS = 400, 10.0, 30.0
+LIVE_TARGET_P99_S = 0.150
+LIVE_SEED = 1  # the same writers, in the same order, for ours and the baseline
+LIVE_HEADING = "## Live updates"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 SCENARIOS = {
     "a": ("200 over 10 s, distinct", dict(ramp=10.0, identical=False)),
@@ -168,6 +183,55 @@ class Bench:
               f"workers {summary['workers']}, db executions {result['db_executions']}", flush=True)
         return result
 
+    # the live scenario --------------------------------------------------------------------
+    def live(self) -> dict:
+        """Ours, then the polling baseline, on the same site with the same writers; both summaries,
+        the site's CPU during each run's writes, and the ratios baseline / ours."""
+        if not self.database_url:
+            raise SystemExit("the live scenario writes to the site's database: set DATABASE_URL with --url")
+        ensure_accounts(self.database_url, LIVE_USERS, prefix=LIVE_PREFIX, password=self.args.password,
+                        query_limit=500, teams=LIVE_TEAMS, history_days=LIVE_HISTORY_DAYS)
+        runs = {}
+        for variant in ("ours", "baseline"):
+            self.settle_sessions()
+            config = LiveConfig(url=self.url, database_url=self.database_url, users=LIVE_USERS, prefix=LIVE_PREFIX,
+                                password=self.args.password, sessions=LIVE_SESSIONS, rate=LIVE_RATE,
+                                seconds=LIVE_SECONDS, baseline=variant == "baseline", seed=LIVE_SEED,
+                                timeout=self.args.timeout)
+            what = "team-polling for team" if config.baseline else "live updates"
+            print(f"(live, {variant}) {LIVE_SESSIONS} sessions, {LIVE_RATE:g} writes/s for {LIVE_SECONDS:g} s, "
+                  f"{what}...", flush=True)
+            sampler = CpuSampler(self.worker_pids())
+            sampler.start()
+            try:
+                run = asyncio.run(run_live(config))
+            finally:
+                sampler.stop()
+            summary = summarize_live(run)
+            summary["site_cpu"] = sampler.between(*run.phase)
+            write_json(summary, OUT / f"live-{variant}.json")
+            runs[variant] = summary
+            d = summary["deliveries"]
+            print(f"    p50 {d['latency_s']['p50']} s, p99 {d['latency_s']['p99']} s, max {d['latency_s']['max']} s; "
+                  f"expected {d['expected']}, missed {d['missed']}, duplicated {d['duplicated']}, "
+                  f"misdelivered {d['misdelivered']}; {d['bytes_per_update']} bytes per update; "
+                  f"site CPU {summary['site_cpu']}", flush=True)
+        return live_result(runs["ours"], runs["baseline"])
+
+    def worker_pids(self) -> list[int]:
+        if not self.database_url:
+            return []
+        try:
+            with psycopg2.connect(self.database_url) as conn, conn.cursor() as cur:
+                cur.execute("SELECT pid FROM bokeh_workers")
+                return [pid for (pid,) in cur.fetchall()]
+        except psycopg2.Error:
+            return []
+
+    def settle_sessions(self) -> None:
+        """Let the previous run's closed sessions be destroyed (Bokeh's unused-session sweep) first."""
+        time.sleep(3 if self.site is None else 15)
+
     def quiet(self) -> None:
         """Wait until no slow query runs, so one scenario's tail does not load the next."""
         if not self.database_url:
@@ -182,6 +246,185 @@ class Bench:
                     break
             time.sleep(0.5)
         time.sleep(2)
+
+
+class CpuSampler:
+    """CPU seconds of the workers (from /proc, every 0.5 s) and of the whole machine, so a run
+    can say what the site spent and how busy the machine was meanwhile (2 shared cores)."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.samples: list[tuple[float, float, float]] = []  # (monotonic, workers' CPU s, machine busy CPU s)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _process(pid: int) -> float:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        except (OSError, IndexError, ValueError):
+            return 0.0
+
+    @staticmethod
+    def _machine() -> float:
+        try:
+            cpu = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+            return (sum(cpu) - cpu[3] - cpu[4]) / CLK_TCK  # all but idle and iowait
+        except (OSError, ValueError, IndexError):
+            return 0.0
+
+    def sample(self) -> None:
+        self.samples.append((time.monotonic(), sum(self._process(p) for p in self.pids), self._machine()))
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            self.sample()
+
+    def start(self) -> None:
+        self.sample()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def between(self, start: float, end: float) -> dict[str, float] | None:
+        inside = [s for s in self.samples if start <= s[0] <= end]
+        if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+            return None
+        (t0, w0, m0), (t1, w1, m1) = inside[0], inside[-1]
+        return {"workers_cores": round((w1 - w0) / (t1 - t0), 3), "machine_busy_cores": round((m1 - m0) / (t1 - t0), 3),
+                "cores": os.cpu_count() or 0}
+
+
+def _ratio(baseline: float | None, ours: float | None) -> float | None:
+    return round(baseline / ours, 2) if baseline is not None and ours else None
+
+
+def live_result(ours: dict, baseline: dict) -> dict:
+    """What the docs and results.json show: ours (all sessions, and team alone), the baseline's
+    team-polling sessions, the ratios baseline / ours for the team chart, and the verdict."""
+    def pick(summary: dict, part: dict) -> dict:
+        lat = part["latency_s"]
+        return {"sessions": part.get("sessions", summary["sessions"]["open"]),
+                "p50": lat["p50"], "p99": lat["p99"], "max": lat["max"], "mean": lat["mean"],
+                "expected": part["expected"], "delivered": part["delivered"], "missed": part["missed"],
+                "duplicated": part["duplicated"], "misdelivered": part["misdelivered"], "updates": part["updates"],
+                "bytes_per_update": part["bytes_per_update"],
+                "patch_bytes_per_session_s": part.get("patch_bytes_per_session_s",
+                                                      summary["patch_bytes_per_session_s"])}
+    team = ours["by_dashboard"].get("team")
+    polling = baseline["by_dashboard"].get("team-polling")
+    rows = {"ours_all": pick(ours, ours["deliveries"]), "ours_team": pick(ours, team) if team else None,
+            "baseline_team_polling": pick(baseline, polling) if polling else None}
+    ratios = {}
+    if team and polling:
+        for key in ("p50", "p99", "max", "mean", "bytes_per_update", "patch_bytes_per_session_s"):
+            ratios[key] = _ratio(rows["baseline_team_polling"][key], rows["ours_team"][key])
+    d = ours["deliveries"]
+    met = (d["latency_s"]["p99"] is not None and d["latency_s"]["p99"] <= LIVE_TARGET_P99_S and d["expected"] > 0
+           and d["missed"] == d["duplicated"] == d["misdelivered"] == 0 and ours["sessions"]["failed"] == 0
+           and ours["sessions"]["lost"] == 0)
+    return {"rows": rows, "ratios": ratios, "target_p99_s": LIVE_TARGET_P99_S, "verdict": "met" if met else "missed",
+            "ours_by_dashboard": {k: pick(ours, v) for k, v in ours["by_dashboard"].items()},
+            "baseline_by_dashboard": {k: pick(baseline, v) for k, v in baseline["by_dashboard"].items()},
+            "sessions": {"ours": ours["sessions"], "baseline": baseline["sessions"]},
+            "writes": {"ours": ours["writes"], "baseline": baseline["writes"]},
+            "site_cpu": {"ours": ours.get("site_cpu"), "baseline": baseline.get("site_cpu")},
+            "tester_cpu_s": {"ours": ours["tester_cpu_s"], "baseline": baseline["tester_cpu_s"]},
+            "phase_s": {"ours": ours["phase_s"], "baseline": baseline["phase_s"]},
+            "errors": {"ours": ours["errors"], "baseline": baseline["errors"]}}
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.0f} ms"
+
+
+def live_markdown(live: dict, info: dict) -> str:
+    """The "Live updates" section of docs/benchmarks.md."""
+    rows, ratios = live["rows"], live["ratios"]
+    ours, team, polling = rows["ours_all"], rows["ours_team"] or {}, rows["baseline_team_polling"] or {}
+    w = live["writes"]["ours"]
+    s = live["sessions"]["ours"]
+    lines = [
+        LIVE_HEADING, "",
+        f"Produced by `make bench` on {info['date']} (`{info['command']}`), same machine. "
+        f"`python -m app.loadtest live`: {s['open']} sessions open at once "
+        f"({', '.join(f'{k}: {v}' for k, v in sorted(s['by_dashboard'].items()))}; "
+        f"{', '.join(f'{k}: {v}' for k, v in s['by_worker'].items())}), watching {s['teams_watched']} teams "
+        f"(accounts `live-001..040`, one lead and three members per team, a year of history each); "
+        f"{w['count']} writes by random accounts of those teams at {LIVE_RATE:g}/s for {LIVE_SECONDS:g} s, inserted "
+        "straight into PostgreSQL (asyncpg, autocommit) by the same process that reads the sessions: "
+        "latency runs from the moment the INSERT returned (its commit) to the update's arrival at each "
+        "session allowed to see the entry. Then the same run, same writers in the same order, with "
+        "`team-polling` (every session re-queries every 5 s and is sent the whole data set: the happiness "
+        "demo's first design) in place of `team`.", "",
+        f"Target: p99 ≤ {live['target_p99_s'] * 1000:.0f} ms over all sessions, nothing missed, duplicated or "
+        f"misdelivered: **{live['verdict']}**.", "",
+        "| | ours, all sessions | ours, `team` | baseline, `team-polling` | baseline / ours (team) |",
+        "|---|---|---|---|---|",
+    ]
+
+    def row(label: str, key: str, fmt, ratio: bool = False) -> None:
+        r = ratios.get(key) if ratio else None
+        lines.append(f"| {label} | {fmt(ours.get(key))} | {fmt(team.get(key))} | {fmt(polling.get(key))} | "
+                     f"{f'{r} x' if r is not None else '-'} |")
+    count = lambda v: "-" if v is None else str(v)  # noqa: E731
+    size = lambda v: "-" if v is None else f"{v:,.0f} B"  # noqa: E731
+    rate = lambda v: "-" if v is None else f"{v:,.0f} B/s"  # noqa: E731
+    row("sessions", "sessions", count)
+    for q in ("p50", "p99", "max", "mean"):
+        row(f"commit → arrival {q}", q, _ms, ratio=True)
+    for key in ("expected", "delivered", "missed", "duplicated", "misdelivered", "updates"):
+        row({"expected": "deliveries expected (session × write)", "updates": "data updates received"}.get(key, key),
+            key, count)
+    row("bytes per update (data message)", "bytes_per_update", size, ratio=True)
+    row("all patches per session (data, status)", "patch_bytes_per_session_s", rate, ratio=True)
+    lines += ["", "Per dashboard (ours): " + "; ".join(
+        f"`{name}` {r['sessions']} sessions: p50 {_ms(r['p50'])}, p99 {_ms(r['p99'])}, max {_ms(r['max'])}, "
+        f"missed {r['missed']}, duplicated {r['duplicated']}, misdelivered {r['misdelivered']}, "
+        f"{size(r['bytes_per_update'])} per update" for name, r in live["ours_by_dashboard"].items()) + "."]
+    cpu = live["site_cpu"]
+    if cpu["ours"] and cpu["baseline"]:
+        lines += ["", f"CPU during the writes (cores of {cpu['ours']['cores']}): the 4 workers "
+                      f"{cpu['ours']['workers_cores']} (ours) vs {cpu['baseline']['workers_cores']} (baseline); "
+                      f"the whole machine busy {cpu['ours']['machine_busy_cores']} vs "
+                      f"{cpu['baseline']['machine_busy_cores']}; the tester {live['tester_cpu_s']['ours']} s vs "
+                      f"{live['tester_cpu_s']['baseline']} s of CPU over {live['phase_s']['ours']} s vs "
+                      f"{live['phase_s']['baseline']} s."]
+    lines += ["", "How updates are matched to writes (README, Load testing): my-happiness updates carry the new "
+                  "points (their timestamps name the writes), team updates carry the day's entry count (base + k: "
+                  "the team's first k writes of the day), teams updates name the team whose series moved (that "
+                  "team's writes, in order, each update at least one). An update carrying nothing new counts as "
+                  "duplicated (for `team-polling`: a poll that re-sent the unchanged data set), an entry a chart shows that was not written to its scope as misdelivered, a write "
+                  "that never reached an allowed session within 2 s of the last write (7 s for the baseline) as "
+                  "missed. Reports: build/bench/live-ours.json, live-baseline.json (not committed).", ""]
+    return "\n".join(lines)
+
+
+def merge_doc(existing: str, main: str | None, live: str | None) -> str:
+    """docs/benchmarks.md from this run's parts; a part this run did not produce is kept as it was."""
+    old_main, found, old_live = existing.partition(LIVE_HEADING)
+    main = main if main is not None else (old_main.rstrip("\n") + "\n" if old_main.strip() else "# Benchmarks\n")
+    live = live if live is not None else (LIVE_HEADING + old_live if found else None)
+    return main.rstrip("\n") + "\n" + ("\n" + live.rstrip("\n") + "\n" if live else "")
+
+
+def parse_scenarios(text: str) -> list[str]:
+    """"abcd", "b", "live", "ab,live" -> the scenario keys, in order."""
+    keys: list[str] = []
+    for part in (p.strip() for p in text.split(",")):
+        parts = [LIVE] if part == LIVE else list(part)
+        for key in parts:
+            if key not in SCENARIOS and key != LIVE:
+                raise argparse.ArgumentTypeError(f"unknown scenario {key!r}: choose from a, b, c, d and live")
+            if key not in keys:
+                keys.append(key)
+    if not keys:
+        raise argparse.ArgumentTypeError("no scenario given")
+    return keys
 
 
 def verdicts(results: dict) -> dict[str, str]:
@@ -255,33 +498,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--password", default=os.environ.get("LOADTEST_PASSWORD", DEV_LOADTEST_PASSWORD))
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--scenarios", default="abcd", help="which of a, b, c, d to run (default all)")
+    parser.add_argument("--scenarios", type=parse_scenarios, default="abcd,live",
+                        help="which of a, b, c, d and live to run, e.g. ab, live or b,live (default all)")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     bench = Bench(args)
     results: dict = {}
+    live: dict | None = None
     try:
         bench.start()
         bench.prepare()
         for key in args.scenarios:
             bench.quiet()
-            results[key] = bench.scenario(key, args.seconds, args.sessions)
+            if key == LIVE:
+                live = bench.live()
+            else:
+                results[key] = bench.scenario(key, args.seconds, args.sessions)
     finally:
         bench.stop()
     info = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
             "command": "make bench" + (f" ARGS='{' '.join(argv)}'" if argv else ""),
             "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                   text=True).stdout.strip()}
-    (OUT / "results.json").write_text(json.dumps({"info": info, "results": results,
-                                                  "verdicts": verdicts(results)}, indent=2) + "\n")
+    marks = verdicts(results)
+    if live is not None:
+        marks[LIVE] = live["verdict"]
+    everything = {**results, **({LIVE: live} if live else {})}
+    (OUT / "results.json").write_text(json.dumps({"info": info, "results": everything, "verdicts": marks},
+                                                 indent=2) + "\n")
     if not args.no_doc:
         DOC.parent.mkdir(parents=True, exist_ok=True)
-        DOC.write_text(write_markdown(results, info))
+        existing = DOC.read_text() if DOC.exists() else ""
+        DOC.write_text(merge_doc(existing, write_markdown(results, info) if results else None,
+                                 live_markdown(live, info) if live else None))
     print(json.dumps({k: {"p99": r["p99"], "p99_ratio": r["p99_ratio"], "errors": r["errors"]}
                       for k, r in results.items()}))
-    print(f"verdicts: {verdicts(results)}; wrote {OUT / 'results.json'}" + ("" if args.no_doc else f" and {DOC}"))
+    if live is not None:
+        print(json.dumps({LIVE: {"rows": live["rows"], "ratios": live["ratios"]}}))
+    print(f"verdicts: {marks}; wrote {OUT / 'results.json'}" + ("" if args.no_doc else f" and {DOC}"))
     return 0
 
 

@@ -153,3 +153,37 @@ def test_accounts_outside_dev_need_a_real_password(site):
                        BOKEH_SECRET_KEY=secrets.token_urlsafe(48), LOADTEST_PASSWORD="")
     line = one_error_line(loadtest("accounts", "--count", "1", "--prefix", f"lt{secrets.token_hex(3)}", env=env))
     assert "LOADTEST_PASSWORD" in line and "12 characters" in line
+
+
+# -- the live subcommand ------------------------------------------------------------------------
+
+def test_accounts_over_teams_then_a_short_live_run_delivers_every_write_once(site, tmp_path):
+    """accounts --teams, then `live`: 12 sessions of the three live dashboards, 2 writes/s for 3 s,
+    every write reaches every session allowed to see it, once, and nobody else."""
+    name = f"lv{secrets.token_hex(3)}"
+    made = loadtest("accounts", "--count", "6", "--teams", "3", "--history-days", "20", "--prefix", name,
+                    env=accounts_env(site))
+    assert made.returncode == 0, made.stderr
+    assert "3 teams Load test 01 .. Load test 03" in made.stdout
+    assert [row[:2] + (row[4],) for row in users_named(site, f"{name}-%")] == [
+        (f"{name}-001", "lead", "Load test 01"), (f"{name}-002", "lead", "Load test 02"),
+        (f"{name}-003", "lead", "Load test 03"), (f"{name}-004", "member", "Load test 01"),
+        (f"{name}-005", "member", "Load test 02"), (f"{name}-006", "member", "Load test 03")]
+    out = tmp_path / "live.json"
+    run = loadtest("live", "--url", site.url, "--database-url", site.env["DATABASE_URL"], "--prefix", name,
+                   "--password", PASSWORD, "--users", "6", "--sessions", "12", "--rate", "2", "--seconds", "3",
+                   "--seed", "3", "--json", str(out), "--quiet")
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(out.read_text())
+    sessions, writes, d = summary["sessions"], summary["writes"], summary["deliveries"]
+    assert sessions["open"] == 12 and sessions["failed"] == 0 and sessions["lost"] == 0, summary["errors"]
+    assert sessions["by_dashboard"] == {"team": 9, "my-happiness": 2, "teams": 1}
+    assert len(sessions["by_worker"]) > 1 and set(sessions["by_worker"]) <= registered_workers(site)
+    assert writes["count"] == 6
+    # The one teams session sees all 6 writes; each team session its team's; my-happiness its user's.
+    assert d["expected"] >= 6 and d["delivered"] == d["expected"]
+    assert (d["missed"], d["duplicated"], d["misdelivered"]) == (0, 0, 0)
+    assert summary["by_dashboard"]["teams"]["expected"] == 6
+    assert 0 < d["latency_s"]["p50"] <= d["latency_s"]["p99"] <= d["latency_s"]["max"] < 2.0
+    assert d["bytes_per_update"] > 0 and summary["clean"] is True
+    assert "missed 0, duplicated 0, misdelivered 0" in run.stdout
