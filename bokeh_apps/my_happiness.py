@@ -40,7 +40,7 @@ def build(doc: Document) -> None:
     def on_entries(entries: list[Entry]) -> None:
         source.stream({"time": [e.created_at for e in entries], "score": [e.score for e in entries]})
 
-    query = DocumentQuery(doc, info, opening.label, on_entries)
+    query = DocumentQuery(doc, info, opening.label, on_entries, chart=fig)
     add_dashboard(doc, "My happiness", query.controls, fig)
 
     def apply(rows) -> None:

@@ -83,7 +83,7 @@ def build(doc: Document) -> None:
         if stream["day"]:
             source.stream(stream)
 
-    query = DocumentQuery(doc, info, opening.label, on_entries)
+    query = DocumentQuery(doc, info, opening.label, on_entries, chart=fig)
     add_dashboard(doc, "Team happiness", query.controls, fig)
 
     def apply(rows) -> None:

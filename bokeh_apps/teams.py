@@ -88,7 +88,8 @@ class TeamsComparison(param.Parameterized):
         self._rows: dict[int, int] = {}  # team id -> its row in the source
         # The widgets' values, for the page to reopen this very view on another worker.
         self.view_state = Div(name="view-state", visible=False)
-        self.query = DocumentQuery(doc, info, LABEL, self._on_entries, wants=self._in_view)
+        self.query = DocumentQuery(doc, info, LABEL, self._on_entries, wants=self._in_view, chart=self.figure,
+                                   empty_text="No entries in these days")
         self.refresh()
 
     @param.depends("date_range", "window", watch=True)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 from bokeh.document import Document
 from bokeh.events import ConnectionLost
 from bokeh.layouts import row
-from bokeh.models import Button, Div, UIElement
+from bokeh.models import Button, Div, Label, Plot, UIElement
 
 from bokeh_apps.kit import runtime
 from bokeh_apps.kit.live import LiveView
@@ -40,12 +40,25 @@ class DocumentQuery:
 
     def __init__(self, doc: Document, info: SessionInfo, label: str,
                  on_entries: Callable[[list[Entry]], None] | None = None,
-                 wants: Callable[[Entry], bool] = lambda entry: True) -> None:
+                 wants: Callable[[Entry], bool] = lambda entry: True, chart: Plot | None = None,
+                 empty_text: str = "No entries yet") -> None:
         """`on_entries(entries)`: the dashboard is live; called under the lock with new
         entries its chart may show and does not hold yet (bokeh_apps.kit.live)."""
         self.doc = doc
         self.info = info
         self.label = label
+        # Said in the chart when its query returns no rows, instead of a blank plot.
+        self.empty_note = None
+        if chart is not None:
+            self.empty_note = Label(x=12, y=12, x_units="screen", y_units="screen", text=empty_text, visible=False,
+                                    text_color="#777", text_font_size="14px", name="chart-empty")
+            chart.add_layout(self.empty_note)
+        if on_entries is not None:
+            shown = on_entries
+
+            def on_entries(entries: list[Entry]) -> None:  # the first entry ends "no entries"
+                shown(entries)
+                self._note_empty(False)
         self.live = LiveView(doc, info, runtime.current().live, on_entries, wants) if on_entries else None
         self._session_id = doc.session_context.id if doc.session_context is not None else None
         self.status = Div(name="query-status", text="", tags=[RUNNING],
@@ -155,10 +168,15 @@ class DocumentQuery:
 
         def _apply() -> None:
             apply(result)
+            self._note_empty(len(result) == 0)
             self._finish(DONE, f"{self.label}: {elapsed:.1f} s")
             if self.live is not None:
                 self.live.start(getattr(result, "snapshot", None))
         self._later(_apply)
+
+    def _note_empty(self, empty: bool) -> None:
+        if self.empty_note is not None and self.empty_note.visible != empty:
+            self.empty_note.visible = empty
 
     def _render(self) -> None:
         if self._progress is not None and self.running:

@@ -12,7 +12,7 @@ import psycopg2
 import pytest
 
 from app.loadtest.site_client import BokehSession
-from tests.integration.helpers import mint, principal, workers
+from tests.integration.helpers import account, mint, principal, workers
 
 DELTAS = ("ColumnsStreamed", "ColumnsPatched")
 
@@ -219,3 +219,21 @@ def test_the_teams_cache_is_not_served_after_a_write_that_changes_it(site):
         truth = cur.fetchone()[0]
     after = asyncio.run(teams_point("admin", names[2]))
     assert after != first and after == pytest.approx(truth)
+
+
+def test_an_empty_chart_says_so_until_its_first_entry(site):
+    account(site, "newbie", role="member", loadtest=False)
+
+    async def scenario():
+        new, bob = await open_all(site, [("newbie", "my-happiness", {"days": 365}), ("bob", "my-happiness", {"days": 365})])
+        before = (new.model("chart-empty").visible, new.model("chart-empty").text, bob.model("chart-empty").visible)
+        write(site, "newbie", 7)
+        await new.wait_for(lambda d: len(d.select_one({"name": "chart-source"}).data["time"]) == 1, 10)
+        await new.settle(0.3)
+        after = new.model("chart-empty").visible
+        for s in (new, bob):
+            s.close()
+        return before, after
+    (empty_shown, text, bob_shown), shown_after = asyncio.run(scenario())
+    assert empty_shown and text == "No entries yet" and not bob_shown
+    assert not shown_after
