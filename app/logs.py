@@ -14,19 +14,30 @@ import os
 import socket
 from typing import Any
 
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(host)s[%(process)d] %(name)s: %(message)s"
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(host)s[%(process)d] %(worker)s %(name)s: %(message)s"
 # Loggers that say too much below WARNING for a site under load.
 QUIET = ("asyncio", "bokeh.server.tornado", "bokeh.server.views.ws", "bokeh.server.protocol_handler",
          "bokeh.server.session", "bokeh.document", "tornado.general", "urllib3", "alembic.runtime.plugins")
 
 
+# This process's Bokeh server (w7), once it has one; "-" for the master, the edge, the launcher.
+_worker = "-"
+
+
+def set_worker(name: str) -> None:
+    """Name this process's worker in every log line from now on (app.serving.hooks calls it)."""
+    global _worker
+    _worker = name
+
+
 class HostFilter(logging.Filter):
-    """Adds the host name to every record (several app hosts log into one place)."""
+    """Adds the host name and the worker to every record (several hosts log into one place)."""
 
     host = socket.gethostname()
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.host = self.host
+        record.worker = _worker
         return True
 
 
@@ -37,6 +48,7 @@ class JsonFormatter(logging.Formatter):
         entry: dict[str, Any] = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
             "level": record.levelname, "host": getattr(record, "host", ""), "pid": record.process,
+            "worker": getattr(record, "worker", "-"),
             "logger": record.name, "message": record.getMessage(),
         }
         if record.exc_info:

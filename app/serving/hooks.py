@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.pool import NullPool
 
+from app import logs
 from app.config import Settings
 from app.database import make_engine
 from app.serving.bokeh_server import EmbeddedBokehServer
@@ -101,6 +102,7 @@ def _start(settings: Settings) -> WorkerServices:
             log.warning("could not release the registry row of %s", reservation.name)
         raise
     _services = WorkerServices(registry, reservation, server)
+    logs.set_worker(reservation.name)
     log.info("worker %s: Bokeh server %s on %s:%s", os.getpid(), reservation.name, reservation.host, reservation.port)
     return _services
 
