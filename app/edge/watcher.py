@@ -15,7 +15,7 @@ import psycopg2
 
 from app.channels import REGISTRY_CHANNEL
 from app.edge.nginx import Route
-from app.serving.registry import TERMINATE_SQL, application_names, live_workers_dbapi
+from app.serving.registry import live_workers_dbapi, terminate_backends_dbapi
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class RegistryWatcher:
                         (self.ttl_seconds,))
             gone = [row[0] for row in cur.fetchall()]
             for worker_id in gone:
-                cur.execute(TERMINATE_SQL.replace("$1", "%s").replace("$2", "%s"), application_names(worker_id))
+                terminate_backends_dbapi(cur, worker_id)
             if gone:
                 log.info("edge: removed worker(s) %s whose heartbeat stopped", ", ".join(f"w{i}" for i in gone))
 

@@ -129,10 +129,11 @@ def leave_registry_on_term() -> None:
 
 
 def _leave(services: WorkerServices) -> None:
+    """Out of the registry: no new page is sent to this worker (its route goes too)."""
     try:
         services.registry.release(services.reservation.worker_id)
-        log.info("worker %s: %s left the registry; finishing open requests", os.getpid(), services.reservation.name)
-    except Exception:
+        log.info("worker %s: %s left the registry", os.getpid(), services.reservation.name)
+    except Exception:  # database gone: the master's child_exit or the TTL removes the row
         log.warning("could not remove %s from the registry", services.reservation.name)
 
 
@@ -142,12 +143,9 @@ def stop_worker_services() -> None:
     services, _services = _services, None
     if services is None:
         return
-    # Out of the registry first: no new page is sent to a worker that is stopping (its route
-    # goes, its open charts reconnect elsewhere when the server below closes them).
-    try:
-        services.registry.release(services.reservation.worker_id)
-    except Exception:  # database gone: the master's child_exit or the TTL removes the row
-        log.warning("could not remove %s from the registry", services.reservation.name)
+    # Out of the registry first (its open charts reconnect elsewhere when the server below
+    # closes them).
+    _leave(services)
     services.server.stop()
     for sock in services.reservation.sockets:
         sock.close()

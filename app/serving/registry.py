@@ -63,6 +63,11 @@ def terminate_backends(conn: Connection, worker_id: int) -> int:
     return len(conn.execute(text(_named(TERMINATE_SQL, "exact", "pattern")), {"exact": exact, "pattern": pattern}).all())
 
 
+def terminate_backends_dbapi(cur, worker_id: int) -> None:
+    """terminate_backends() on a plain psycopg2 cursor (the edge's garbage collection)."""
+    cur.execute(TERMINATE_SQL.replace("$1", "%s").replace("$2", "%s"), application_names(worker_id))
+
+
 def _named(sql: str, *names: str) -> str:
     """asyncpg's $1, $2... as SQLAlchemy's :name, so a statement is written once for both."""
     for i, name in reversed(list(enumerate(names, 1))):

@@ -10,7 +10,6 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app.models import HappinessEntry, User
@@ -27,12 +26,11 @@ NO_TEAM_REASON = "Only team members log happiness; your account has no team."
 
 
 class EntryError(Exception):
-    """A write that is refused; `status` is the HTTP status, the message the reason."""
+    """A write that is refused (a 400); the message is the reason."""
 
-    def __init__(self, reason: str, status: int = 400) -> None:
+    def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -126,10 +124,7 @@ def _insert(session: Session, user: User, parse: Callable[[], NewEntry]) -> Happ
         row = HappinessEntry(user_id=user.id, team_id=user.team_id, score=entry.score, note=entry.note)
         session.add(row)
         session.commit()
-    except OperationalError as exc:
-        session.rollback()
-        raise EntryError("The database cannot be reached right now; try again in a moment.", 503) from exc
-    except BaseException:
+    except BaseException:  # the database down is app.web.errors' 503, after this rollback
         session.rollback()
         raise
     return row

@@ -105,7 +105,9 @@ class LiveView:
         self._on_entries = on_entries
         self._wants = wants
         self._snapshot: Snapshot | None = None  # None: waiting for the chart's result
-        self._applied: deque[int] = deque(maxlen=APPLIED_MEMORY)
+        # Ids applied, newest last, and the same as a set for the per-batch membership tests.
+        self._applied: deque[int] = deque()
+        self._applied_ids: set[int] = set()
         self._live = False
         self.updates = 0
         self._updated_at = 0.0   # monotonic time of the last update applied
@@ -161,15 +163,19 @@ class LiveView:
         self._later(self._show)
 
     def _select(self, entries: Sequence[Entry]) -> list[Entry]:
-        snapshot, applied = self._snapshot, set(self._applied)
+        snapshot, applied = self._snapshot, self._applied_ids
         return [e for e in entries
                 if visible_to(self.scope, e) and not snapshot.visible(e.txid) and e.id not in applied and self._wants(e)]
 
     def _apply(self, entries: list[Entry]) -> None:
-        fresh = [e for e in entries if e.id not in self._applied]
+        fresh = [e for e in entries if e.id not in self._applied_ids]
         if not fresh or self._snapshot is None:
             return
-        self._applied.extend(e.id for e in fresh)
+        for e in fresh:
+            self._applied.append(e.id)
+            self._applied_ids.add(e.id)
+        while len(self._applied) > APPLIED_MEMORY:
+            self._applied_ids.discard(self._applied.popleft())
         self._on_entries(sorted(fresh, key=lambda e: (e.created_at, e.id)))
         self.updates += 1
         self._updated_at = time.monotonic()

@@ -19,9 +19,13 @@ def healthz():
     try:
         db.session.execute(text("SELECT 1"))
     except SQLAlchemyError:
-        db.session.rollback()
-        return jsonify(status="unavailable", reason="the database cannot be reached"), 503
+        return _database_unreachable()
     return jsonify(status="ok")
+
+
+def _database_unreachable():
+    db.session.rollback()
+    return jsonify(status="unavailable", reason="the database cannot be reached"), 503
 
 
 @bp.get("/readyz")
@@ -33,8 +37,7 @@ def readyz():
         workers = [w for w in live_workers(db.session.connection(), settings.registry_ttl_seconds)
                    if w.host == settings.bokeh_host and w.ready]
     except SQLAlchemyError:
-        db.session.rollback()
-        return jsonify(status="unavailable", reason="the database cannot be reached"), 503
+        return _database_unreachable()
     if not workers:
         return jsonify(status="starting", reason=f"no ready dashboard server on {settings.bokeh_host} yet"), 503
     return jsonify(status="ok", workers=[w.name for w in workers])
@@ -69,5 +72,5 @@ def create_entry():
     try:
         row = entries.log_json_entry(db.session, current_user, payload)
     except entries.EntryError as exc:
-        abort(exc.status, description=exc.reason)
+        abort(400, description=exc.reason)
     return jsonify(entries.as_json(row)), 201

@@ -42,7 +42,7 @@ def log_entry():
         entries.log_entry(db.session, current_user, score=request.form.get("score", ""),
                           note=request.form.get("note", ""))
     except entries.EntryError as exc:
-        abort(exc.status, description=exc.reason)
+        abort(400, description=exc.reason)
     flash("Thanks, logged.")
     return redirect(url_for("dashboards.home"))
 
