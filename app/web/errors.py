@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from flask import Flask, current_app, g, jsonify, render_template, request
+from flask.globals import request_ctx
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -17,6 +18,10 @@ def handle_http(exc: HTTPException):
     reason = exc.description or exc.name
     if _wants_json():
         return jsonify(error=exc.name, reason=reason), exc.code
+    if request_ctx.url_adapter is None:
+        # The request's host could not be read (a forged X-Forwarded-Host: BadHost): no URL of
+        # the site can be built for it, so the page template cannot render. Plain text.
+        return f"{exc.code} {exc.name}: {reason}\n", exc.code, {"Content-Type": "text/plain; charset=utf-8"}
     return render_template("error.html", code=exc.code, name=exc.name, reason=reason), exc.code
 
 

@@ -229,3 +229,10 @@ def test_readyz_says_whether_this_host_has_a_ready_dashboard_server(app_db):
     finally:
         with psycopg2.connect(url) as conn, conn.cursor() as cur:
             cur.execute("UPDATE bokeh_workers SET ready_at = now()")
+
+
+def test_a_host_that_cannot_be_read_is_a_400(admin):
+    """Found by test_headers: X-Forwarded-Host '.' made werkzeug refuse the host, and the error
+    page, which builds the site's URLs, then failed with a 500."""
+    response = admin.get("/", headers={"X-Forwarded-Host": "."})
+    assert response.status_code == 400 and "Bad Request" in response.get_data(as_text=True)
