@@ -6,7 +6,7 @@ blocking the worker's loop, and a change made while a query runs replaces that q
 """
 from __future__ import annotations
 
-import asyncio
+import bisect
 import datetime as dt
 import json
 import logging
@@ -34,41 +34,19 @@ LABEL = "teams compared"
 DEFAULT_SPAN = dt.timedelta(days=DEFAULT_SPAN_DAYS)
 SQL = """
     WITH daily AS (
-        SELECT team_id, (created_at AT TIME ZONE 'UTC')::date AS day, avg(score) AS mean
+        SELECT team_id, (created_at AT TIME ZONE 'UTC')::date AS day, avg(score) AS mean, count(*) AS n
         FROM happiness_entries
         WHERE created_at >= $1::date AND created_at < $2::date + 1
         GROUP BY 1, 2
     )
-    SELECT d.team_id, t.name AS team, d.day,
+    SELECT d.team_id, t.name AS team, d.day, d.mean::float8 AS mean, d.n AS entries,
            avg(d.mean) OVER (PARTITION BY d.team_id ORDER BY d.day
                              ROWS BETWEEN $3::int - 1 PRECEDING AND CURRENT ROW)::float8 AS rolling
     FROM daily d JOIN teams t ON t.id = d.team_id
     ORDER BY t.name, d.day
 """
 
-# One team's newest point: the mean of its last `window` daily means up to `end` (the
-# window counts days with entries, as the chart's ROWS frame does).
-TAIL_SQL = """
-    SELECT t.name AS team, (SELECT avg(x.mean)::float8 FROM (
-        SELECT avg(score) AS mean FROM happiness_entries
-        WHERE team_id = $1 AND created_at >= $2::date AND created_at < $3::date + 1
-        GROUP BY (created_at AT TIME ZONE 'UTC')::date
-        ORDER BY (created_at AT TIME ZONE 'UTC')::date DESC LIMIT $4) x) AS rolling
-    FROM teams t WHERE t.id = $1
-"""
-# Tail reads in flight, shared by this worker's sessions that show the same team and view.
-_tails: dict[tuple, "asyncio.Future"] = {}
-
-
-def tail(team_id: int, start: dt.date, end: dt.date, window: int, batch: int) -> "asyncio.Future":
-    """The team's newest rolling point, read once per worker for every session that asks."""
-    key = (team_id, start, end, window, batch)
-    future = _tails.get(key)
-    if future is None:
-        rt = runtime.current()
-        future = _tails[key] = rt.submit(rt.bookkeeping.fetchrow(TAIL_SQL, team_id, start, end, window))
-        future.add_done_callback(lambda _f: _tails.pop(key, None))
-    return future
+TEAM_NAME_SQL = "SELECT name FROM teams WHERE id = $1"
 
 
 class TeamsComparison(param.Parameterized):
@@ -86,6 +64,7 @@ class TeamsComparison(param.Parameterized):
         self.figure.add_tools(HoverTool(tooltips=[("team", "@team")]))
         self.figure.legend.location = "bottom_left"
         self._rows: dict[int, int] = {}  # team id -> its row in the source
+        self._daily: dict[int, TeamDays] = {}  # team id -> its daily means, for live updates
         # The widgets' values, for the page to reopen this very view on another worker.
         self.view_state = Div(name="view-state", visible=False)
         self.query = DocumentQuery(doc, info, LABEL, self._on_entries, wants=self._in_view, chart=self.figure,
@@ -102,11 +81,16 @@ class TeamsComparison(param.Parameterized):
     def _apply(self, rows) -> None:
         teams: dict[str, tuple[list, list]] = {}
         ids: dict[str, int] = {}
+        self._daily = {}
         for r in rows:
             xs, ys = teams.setdefault(r["team"], ([], []))
             ids[r["team"]] = r["team_id"]
             xs.append(day_ms(r["day"]))
             ys.append(r["rolling"])
+            days = self._daily.setdefault(r["team_id"], TeamDays([], [], []))
+            days.xs.append(xs[-1])
+            days.means.append(r["mean"])
+            days.counts.append(r["entries"])
         names = sorted(teams)
         self._rows = {ids[n]: i for i, n in enumerate(names)}
         # One array per team (days as ms since the epoch, as Bokeh's datetime axis counts): a
@@ -121,32 +105,67 @@ class TeamsComparison(param.Parameterized):
         return start <= entry.created_at.astimezone(dt.timezone.utc).date() <= end
 
     def _on_entries(self, entries: list[Entry]) -> None:
-        """New entries move only their teams' newest points: each team's series is re-sent
-        with its last point recomputed (read once per worker per team)."""
-        start, end = (_as_date(d) for d in self.date_range)
-        batch = max(e.id for e in entries)
+        """New entries move only their teams' newest points, computed here from the daily
+        means and counts the result carried: no query, one element patched per team."""
         for team_id in sorted({e.team_id for e in entries}):
-            day = max(e.created_at for e in entries if e.team_id == team_id).astimezone(dt.timezone.utc).date()
-            future = tail(team_id, start, end, self.window, batch)
-            future.add_done_callback(lambda f, t=team_id, d=day: self.query.doc.add_next_tick_callback(
-                lambda: self._move(t, d, f)))
+            days = self._daily.get(team_id)
+            first = days is None
+            if first:
+                days = self._daily[team_id] = TeamDays([], [], [])
+            changed = min(days.add(day_ms(e.created_at.astimezone(dt.timezone.utc).date()), e.score)
+                          for e in entries if e.team_id == team_id)
+            if first:
+                self._first_line(team_id, days)
+                continue
+            i = self._rows[team_id]
+            ys = self.source.data["ys"][i]
+            rolling = days.rolling(self.window, changed)
+            if len(days.xs) == len(ys):  # the days are on the chart: their points move (usually one)
+                self.source.patch({"ys": [((i, slice(changed, len(ys))), rolling)]})
+            else:  # a day's first entry: the team's series grows by a point (once a day)
+                self.source.patch({"xs": [(i, np.array(days.xs))], "ys": [(i, np.append(ys[:changed], rolling))]})
 
-    def _move(self, team_id: int, day: dt.date, done: "asyncio.Future") -> None:
-        if done.cancelled() or done.exception() is not None or done.result() is None:
-            log.warning("could not read the newest point of team %s", team_id)
-            return
-        row, x = done.result(), day_ms(day)
-        i = self._rows.get(team_id)
-        if i is None:  # the team's first entry in this range
-            self._rows[team_id] = len(self.source.data["team"])
-            self.source.stream({"xs": [np.array([x])], "ys": [np.array([row["rolling"]])], "team": [row["team"]],
-                                "color": [Category10_10[len(self._rows) % 10]]})
-            return
-        xs, ys = self.source.data["xs"][i], self.source.data["ys"][i]
-        if len(xs) and xs[-1] == x:  # the day is on the chart: its one point moves
-            self.source.patch({"ys": [((i, slice(len(ys) - 1, len(ys))), [row["rolling"]])]})
-        else:  # the day's first entry: the team's series grows by a point (once a day)
-            self.source.patch({"xs": [(i, np.append(xs, x))], "ys": [(i, np.append(ys, row["rolling"]))]})
+    def _first_line(self, team_id: int, days: "TeamDays") -> None:
+        """A team the chart did not show: its line starts now; its name follows from the database."""
+        i = self._rows[team_id] = len(self.source.data["team"])
+        self.source.stream({"xs": [np.array(days.xs)], "ys": [np.array(days.rolling(self.window, 0))],
+                            "team": [f"team {team_id}"], "color": [Category10_10[i % 10]]})
+        rt = runtime.current()
+        future = rt.submit(rt.bookkeeping.fetchval(TEAM_NAME_SQL, team_id))
+
+        def named(done) -> None:
+            if not done.cancelled() and done.exception() is None and done.result():
+                self.source.patch({"team": [(i, done.result())]})
+        future.add_done_callback(lambda done: self.query.doc.add_next_tick_callback(lambda: named(done)))
+
+
+class TeamDays:
+    """One team's days on the chart (ms), with their mean score and entry count, oldest first."""
+
+    def __init__(self, xs: list[float], means: list[float], counts: list[int]) -> None:
+        self.xs, self.means, self.counts = list(xs), list(means), list(counts)
+
+    def add(self, x: float, score: int) -> int:
+        """One entry of day `x`; returns the index of the day, the first point it changes."""
+        k = bisect.bisect_left(self.xs, x)
+        if k < len(self.xs) and self.xs[k] == x:
+            count = self.counts[k] + 1
+            self.means[k] = (self.means[k] * self.counts[k] + score) / count
+            self.counts[k] = count
+        else:
+            self.xs.insert(k, x)
+            self.means.insert(k, float(score))
+            self.counts.insert(k, 1)
+        return k
+
+    def rolling(self, window: int, since: int) -> list[float]:
+        """The points from index `since` on: each the mean of its last `window` daily means (the
+        SQL's ROWS frame, which counts days with entries)."""
+        points = []
+        for j in range(since, len(self.means)):
+            last = self.means[max(0, j - window + 1):j + 1]
+            points.append(sum(last) / len(last))
+        return points
 
 
 def day_ms(day: dt.date) -> float:
