@@ -4,8 +4,9 @@ A trigger NOTIFYs `happiness_entries` with the new row's id when its transaction
 (migration 0004). The feed runs on the database thread and shares the worker's one LISTEN
 connection (bokeh_apps.queries.notifications):
 
-- Ids heard within BATCH_S are read in one statement and handed on as one batch, so a
-  burst of writes costs each chart one update, not one per write.
+- Reads are at least BATCH_S apart: ids heard meanwhile are read in one statement and handed
+  on as one batch, so a burst of writes costs each chart one update per BATCH_S, not one per
+  write. An id heard after a quiet BATCH_S is read at once: a lone write waits for nothing.
 - Every entry read stays in `recent` for RECENT_S: a chart whose result was read in an older
   snapshot (a shared run that started before a write, a cached result) takes the entries
   its snapshot does not show from there, including ones delivered before it subscribed.
@@ -31,7 +32,7 @@ from bokeh_apps.queries.notifications import Notifications
 log = logging.getLogger(__name__)
 
 # Writes within this window reach each chart as one update (issue: 100 writes a second must
-# not cost 100 document changes per session). Short against NOTIFY's ~4 ms delivery p99.
+# not cost 100 document changes per session): at most 20 updates a second per chart.
 BATCH_S = 0.05
 # How long read entries are kept for charts whose result is older than the entry: longer
 # than a query may run (statement_timeout, 60 s) plus a cached result's life (teams, 60 s).
@@ -83,6 +84,7 @@ class EntryFeed:
         self._on_state = on_state
         self._pending: set[int] = set()
         self._flush: asyncio.TimerHandle | None = None
+        self._read_at = float("-inf")  # loop time of the last read of heard ids
         self._seen: "OrderedDict[int, Entry]" = OrderedDict()  # id -> entry, oldest first
         self._max_id = 0
         self._notifications = notifications
@@ -112,10 +114,12 @@ class EntryFeed:
             log.warning("ignoring a malformed entries notification")
             return
         if self._flush is None:
-            self._flush = asyncio.get_running_loop().call_later(BATCH_S, self._read_pending)
+            loop = asyncio.get_running_loop()
+            self._flush = loop.call_later(max(0.0, self._read_at + BATCH_S - loop.time()), self._read_pending)
 
     def _read_pending(self) -> None:
         self._flush = None
+        self._read_at = asyncio.get_running_loop().time()
         ids, self._pending = sorted(self._pending), set()
         asyncio.get_running_loop().create_task(self._read(BY_IDS_SQL, ids))
 
