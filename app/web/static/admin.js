@@ -23,7 +23,7 @@
     cells.forEach(function (c) {
       var td = document.createElement("td");
       if (c instanceof Node) td.appendChild(c); else td.textContent = c;
-      if (typeof c === "string" && /^[0-9.,–]+( s| MB)?$/.test(c)) td.className = "num";
+      if (typeof c === "string" && /^([0-9]+(\.[0-9]+)?|–)( s| MB)?$/.test(c)) td.className = "num";
       tr.appendChild(td);
     });
     return tr;
