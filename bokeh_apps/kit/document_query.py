@@ -23,8 +23,8 @@ from bokeh.models import Button, Div, Label, Plot, UIElement
 
 from bokeh_apps.kit import runtime
 from bokeh_apps.kit.live import LiveView
-from bokeh_apps.queries.entries import Entry
 from bokeh_apps.queries.coalescer import AdminCancelled, QueryFailed
+from bokeh_apps.queries.entries import Entry
 from bokeh_apps.queries.service import RUNNING, QuerySpec
 from bokeh_apps.queries.viewer import SessionInfo
 
