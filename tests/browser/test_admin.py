@@ -66,3 +66,9 @@ def test_admin_cancels_another_users_query_from_the_console(site, browser, outpu
         admin.wait_for_function(f"() => !({ROWS_JS})().queries.some(q => q.id === '{query['id']}')", timeout=5_000)
         assert admin.locator("#cancel-result").text_content() == f"Cancelling {query['id']}."
         assert not [p for p in problems if "pageerror" in p or "console.error" in p], problems
+
+        user.get_by_role("button", name="Run again").click()  # the user may run it again
+        user.wait_for_function(f"() => ({STATUS_JS})().tag === 'running'", timeout=5_000)
+        wait_until(lambda: sleeping_queries(site, worker) == 1, 5, "Run again did not start the query")
+        user.close()
+        wait_until(lambda: sleeping_queries(site, worker) == 0, 5, "the query outlived its tab")
