@@ -140,10 +140,11 @@ class QueryService:
             progress.run = run
             run.listeners.append(progress.changed)
 
-        info = TicketInfo(spec.dashboard, spec.label, spec.key, spec.cache_ttl)
+        key = spec.key
+        info = TicketInfo(spec.dashboard, spec.label, key, spec.cache_ttl)  # what the admin console shows
         async with self.user_queue.turn(spec.user_id, spec.limit, progress.moved, info):
             progress.moved(0)
-            return await self.coalescer.get(spec.key, lambda run: self._execute(run, spec), spec.cache_ttl, attach)
+            return await self.coalescer.get(key, lambda run: self._execute(run, spec), spec.cache_ttl, attach)
 
     def cancel_by_admin(self, payload: str) -> bool:
         """An administrator's cancel (channels.QUERY_CANCEL_CHANNEL): stop the run this worker
