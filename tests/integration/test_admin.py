@@ -153,3 +153,27 @@ def test_cancel_takes_a_query_out_of_its_users_line(site):
         return states
     assert asyncio.run(scenario()) == ("running", "cancelled", ADMIN_CANCELLED)
     wait_until(lambda: active_sleeps(site) == 0, 3, "the cancelled query still runs")
+
+
+def test_an_error_a_user_was_shown_is_listed_with_its_worker_and_dashboard(site):
+    account(site, "console-error", query_limit=10)
+    name = sorted(workers(site))[3]
+
+    async def scenario():
+        client, _ = await admin_client(site)
+        (s,) = await open_sessions(site, "console-error", "slow-query", [{"seconds": 30, "variant": 777004}], [name])
+        wait_until(lambda: active_sleeps(site) >= 1, 10, "the slow query never started")
+        with psycopg2.connect(site.settings.database_url) as conn, conn.cursor() as cur:  # fails it, from outside
+            cur.execute("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = %s "
+                        "AND state = 'active' AND query LIKE '%%pg_sleep%%'", (f"bokeh-{name}",))
+        await s.wait_for_chart(timeout=10)
+        told = status_text(s)
+        s.close()
+        current = await poll_state(client, lambda st: any(e["worker"] == name and e["message"] == told
+                                                          for e in st["errors"]),
+                                   10, "the error is not in the console")
+        return s.query_state, told, current["errors"]
+    state, told, errors = asyncio.run(scenario())
+    assert state == "error" and told
+    (error,) = [e for e in errors if e["worker"] == name and e["message"] == told]
+    assert error["dashboard"] == "slow-query" and abs(error["at"] - time.time()) < 60
