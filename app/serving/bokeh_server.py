@@ -26,7 +26,7 @@ from tornado.web import HTTPError
 from app import access, tokens
 from app.config import Settings
 from app.serving.embed import TOKEN_HEADER
-from app.serving.heartbeat import Heartbeat
+from app.serving.heartbeat import Heartbeat, WorkerFigures
 
 if TYPE_CHECKING:
     from bokeh.application import Application
@@ -162,6 +162,13 @@ class EmbeddedBokehServer:
             return 0
         return sum(len(ctx.sessions) for ctx in self._server._tornado.applications.values())
 
+    def sessions_by_dashboard(self) -> dict[str, int]:
+        """Open sessions per app (read from the heartbeat's thread: a copy, tried again on a clash)."""
+        if self._server is None:
+            return {}
+        apps = list(self._server._tornado.applications.items())
+        return {path.strip("/"): len(ctx.sessions) for path, ctx in apps}
+
     # thread ------------------------------------------------------------------
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
@@ -215,7 +222,8 @@ class EmbeddedBokehServer:
         self._server = BaseServer(IOLoop.current(), tornado_app, http_server)
         self._server.start()
         runtime = self.runtime
-        heartbeat = Heartbeat(self.settings, r, self.session_count_fn, lambda: runtime.sessions_created)
+        figures = WorkerFigures(lambda: {**runtime.activity(), "dashboards": self.sessions_by_dashboard()})
+        heartbeat = Heartbeat(self.settings, r, self.session_count_fn, lambda: runtime.sessions_created, figures)
         runtime.start_jobs(db_jobs=[heartbeat.run])
         from bokeh_apps.speedups import collector
         collector.install()  # last: what exists now is the long-lived heap

@@ -36,9 +36,11 @@ CHOICE_LOCK_KEY = int.from_bytes(b"choose", "big")
 # still pending were pages whose autoload.js never came (tab closed at once); their tokens
 # have expired, and counting them would skew the balance forever.
 # The first beat, sent once the worker's Bokeh server serves, also marks it ready for pages.
+# $5 is the worker's figures for the admin console as JSON text (app.serving.heartbeat); NULL
+# keeps the last ones. CAST, not ::, so the statement also reads as SQLAlchemy text().
 HEARTBEAT_SQL = ("UPDATE bokeh_workers SET heartbeat_at = now(), ready_at = coalesce(ready_at, now()), sessions = $2, "
                  "pending = CASE WHEN pending_at < now() - make_interval(secs => $4) THEN 0 "
-                 "ELSE greatest(pending - $3, 0) END WHERE id = $1")
+                 "ELSE greatest(pending - $3, 0) END, stats = coalesce(CAST($5 AS jsonb), stats) WHERE id = $1")
 # A worker whose row was reclaimed while its loop was stalled puts itself back.
 REINSERT_SQL = ("INSERT INTO bokeh_workers (id, host, port, pid, ready_at) VALUES ($1, $2, $3, $4, now()) "
                 "ON CONFLICT DO NOTHING")
@@ -203,8 +205,9 @@ class PortRegistry:
 
     def heartbeat(self, worker_id: int, sessions: int, created: int = 0, token_ttl: float = 120.0) -> bool:
         with self.engine.begin() as conn:
-            return conn.execute(text(_named(HEARTBEAT_SQL, "id", "s", "c", "ttl")),
-                                {"id": worker_id, "s": sessions, "c": created, "ttl": token_ttl}).rowcount > 0
+            return conn.execute(text(_named(HEARTBEAT_SQL, "id", "s", "c", "ttl", "stats")),
+                                {"id": worker_id, "s": sessions, "c": created, "ttl": token_ttl,
+                                 "stats": None}).rowcount > 0
 
 
 _LIVE_WORKERS = ("SELECT id, host, port, pid, sessions + pending AS sessions, started_at, heartbeat_at, "

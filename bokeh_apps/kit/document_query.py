@@ -23,8 +23,8 @@ from bokeh.models import Button, Div, Label, Plot, UIElement
 
 from bokeh_apps.kit import runtime
 from bokeh_apps.kit.live import LiveView
+from bokeh_apps.queries.coalescer import AdminCancelled, QueryFailed
 from bokeh_apps.queries.entries import Entry
-from bokeh_apps.queries.coalescer import QueryFailed
 from bokeh_apps.queries.service import RUNNING, QuerySpec
 from bokeh_apps.queries.viewer import SessionInfo
 
@@ -33,6 +33,14 @@ log = logging.getLogger(__name__)
 DONE, ERROR, CANCELLED = "done", "error", "cancelled"
 TICK_MS = 1000
 UNAVAILABLE = "The query could not be started; reload the page to try again."
+
+
+def _record_error(dashboard: str, message: str) -> None:
+    """Keep what the user was told for the admin console (the worker may be shutting down)."""
+    try:
+        runtime.current().errors.add(dashboard, message)
+    except RuntimeError:
+        pass
 
 
 class DocumentQuery:
@@ -155,12 +163,18 @@ class DocumentQuery:
         if done.cancelled():
             return
         exc = done.exception()
+        if isinstance(exc, AdminCancelled):  # not an error: offered to run again, as a user's cancel
+            message = str(exc)
+            self._later(lambda: self._finish(CANCELLED, message))
+            return
         if isinstance(exc, QueryFailed):
             message = str(exc)
+            _record_error(spec.dashboard, message)
             self._later(lambda: self._finish(ERROR, message))
             return
         if exc is not None:  # bookkeeping failed (database gone, worker deregistered): say so
             log.error("query %r of %s failed", self.label, spec.dashboard, exc_info=exc)
+            _record_error(spec.dashboard, UNAVAILABLE)
             self._later(lambda: self._finish(ERROR, UNAVAILABLE))
             return
         result = done.result()

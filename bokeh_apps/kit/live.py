@@ -49,6 +49,8 @@ class LiveRouter:
         self._recent: deque[Entry] = deque()
         self.live = False
         self.batches = 0
+        # Updates applied to documents in all (the admin console shows them per second).
+        self.updates = 0
 
     # called from the database thread ------------------------------------------------
     def publish_threadsafe(self, batch: Sequence[Entry]) -> None:
@@ -178,6 +180,7 @@ class LiveView:
             self._applied_ids.discard(self._applied.popleft())
         self._on_entries(sorted(fresh, key=lambda e: (e.created_at, e.id)))
         self.updates += 1
+        self._router.updates += 1
         self._updated_at = time.monotonic()
         self._show_updated()
 

@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence, T
 
 import asyncpg
 
+from app.channels import QUERY_CANCEL_CHANNEL
 from bokeh_apps.kit.live import LiveRouter
+from bokeh_apps.kit.recent_errors import RecentErrors
 from bokeh_apps.queries.coalescer import LEADER_GRACE_S, Coalescer
 from bokeh_apps.queries.entries import EntryFeed
 from bokeh_apps.queries.notifications import Notifications
@@ -111,6 +113,8 @@ class WorkerRuntime:
         self._queries: "weakref.WeakSet[Any]" = weakref.WeakSet()
         # Sessions created in all; only the Bokeh thread writes it (the heartbeat reads it).
         self.sessions_created = 0
+        # What the users of this worker were last told went wrong (the admin console shows it).
+        self.errors = RecentErrors()
 
     @classmethod
     async def open(cls, settings: "Settings", worker_id: int, worker: str,
@@ -151,6 +155,8 @@ class WorkerRuntime:
         self.queries = QueryService(self.pool, settings.db_pool_size,
                                     UserQueue(self.bookkeeping, self.notifications, worker_id),
                                     self.coalescer, settings.statement_timeout_seconds)
+        # The admin console's Cancel: the leader of the run (or the holder of the ticket) stops it.
+        self.notifications.subscribe(QUERY_CANCEL_CHANNEL, self.queries.cancel_by_admin)
         self.prefetch = Prefetcher(settings, name, worker_id, self.queries, self._openings, self.notifications)
         self.entries = EntryFeed(self.bookkeeping, self.notifications, self.live.publish_threadsafe,
                                  self.live.state_threadsafe)
@@ -174,6 +180,18 @@ class WorkerRuntime:
         self.db.submit(start_db_jobs()).result(START_TIMEOUT_S)
         loop = asyncio.get_running_loop()
         self._bokeh_tasks = [loop.create_task(self._sweep()), loop.create_task(collector.collector.run_forever())]
+
+    def activity(self) -> dict[str, Any]:
+        """This worker's queries and errors, for the heartbeat (called on the database thread)."""
+        slots, coalescer = self.queries.slots, self.coalescer
+        return {
+            "queries_running": slots.busy,  # statements holding a connection of the pool
+            "queries_queued": slots.queued + self.queries.user_queue.waiting,  # for a connection or a turn
+            "runs": coalescer.in_flight,  # shared runs this worker leads or follows
+            "live_updates": self.live.updates,
+            "errors_total": self.errors.total,
+            "errors": self.errors.recent(),
+        }
 
     def track(self, query: Any) -> None:
         """Watch a DocumentQuery: cancelled by the sweep if its session is destroyed."""

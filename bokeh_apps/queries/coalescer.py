@@ -14,6 +14,9 @@ Sessions asking for the same key (bokeh_apps.queries.rows.query_key) on one work
   asyncpg turns into a PostgreSQL cancel request.
 - A follower whose run disappears without a result (leader cancelled or died; a dead
   worker's runs go with its registry row) claims again, and may lead the retry.
+- An administrator's cancel (the admin console) reaches the leader (`cancel_by_admin`): it
+  cancels the statement and finishes the run with the error ADMIN_CANCELLED, which its own
+  sessions and every follower (through query_results) raise as AdminCancelled.
 """
 from __future__ import annotations
 
@@ -55,6 +58,14 @@ class QueryFailed(Exception):
     """The query failed; the message is what every session that shared it shows."""
 
 
+class AdminCancelled(QueryFailed):
+    """An administrator stopped the query (sessions offer to run it again)."""
+
+
+# Stored as the run's error, so followers on other workers learn the cause by its text.
+ADMIN_CANCELLED = "Cancelled by an administrator."
+
+
 class LocalRun:
     """This worker's part in one run: its sessions, and what the placeholder shows."""
 
@@ -68,6 +79,7 @@ class LocalRun:
         self.wake = asyncio.Event()
         self.notice: str | None = None
         self.abandoned = False
+        self.admin_cancelled = False
         # Set by the executor: "queued" with a position reader, then "running".
         self.phase = "starting"
         self.position: Callable[[], int] = lambda: 0
@@ -121,6 +133,20 @@ class Coalescer:
             run.refs -= 1
             if run.refs == 0 and not run.future.done():
                 self._abandon(run)
+
+    @property
+    def in_flight(self) -> int:
+        """Runs this worker takes part in (leading or following)."""
+        return len(self._runs)
+
+    def cancel_by_admin(self, run_id: int) -> bool:
+        """Stop run `run_id` if this worker leads it; False if it does not."""
+        run = self._by_run.get(run_id)
+        if run is None or run.role != "leader" or run.future.done():
+            return False
+        run.admin_cancelled = True
+        run.wake.set()
+        return True
 
     def _abandon(self, run: LocalRun) -> None:
         run.abandoned = True
@@ -185,6 +211,13 @@ class Coalescer:
                 break
             run.wake.clear()
             notice, run.notice = run.notice, None
+            if run.admin_cancelled:
+                job.cancel()  # asyncpg sends PostgreSQL a cancel request for the statement
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await job
+                self._fail(run, ADMIN_CANCELLED)
+                await self.pool.execute(FINISH_SQL, run.key, run.run_id, None, ADMIN_CANCELLED, 0.0, KEEP_S)
+                return
             if not run.abandoned:
                 continue
             if left is None:
@@ -244,7 +277,7 @@ class Coalescer:
     def _fail(self, run: LocalRun, message: str) -> None:
         self._detach(run)
         if not run.future.done():
-            run.future.set_exception(QueryFailed(message))
+            run.future.set_exception((AdminCancelled if message == ADMIN_CANCELLED else QueryFailed)(message))
             run.future.exception()  # retrieved here: a run nobody awaits must not log noise
 
     def _resolve(self, run: LocalRun, payload: str | None, error: str | None) -> None:

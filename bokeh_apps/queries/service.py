@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import asyncpg
 
-from app import access
+from app import access, channels
 from bokeh_apps.queries import rows
 from bokeh_apps.queries.coalescer import Coalescer, LocalRun, QueryFailed
 from bokeh_apps.queries.slots import WorkerSlots
-from bokeh_apps.queries.user_queue import UserQueue
+from bokeh_apps.queries.user_queue import TicketInfo, UserQueue
 
 if TYPE_CHECKING:
     from app.config import Settings
@@ -140,9 +140,25 @@ class QueryService:
             progress.run = run
             run.listeners.append(progress.changed)
 
-        async with self.user_queue.turn(spec.user_id, spec.limit, progress.moved):
+        key = spec.key
+        info = TicketInfo(spec.dashboard, spec.label, key, spec.cache_ttl)  # what the admin console shows
+        async with self.user_queue.turn(spec.user_id, spec.limit, progress.moved, info):
             progress.moved(0)
-            return await self.coalescer.get(spec.key, lambda run: self._execute(run, spec), spec.cache_ttl, attach)
+            return await self.coalescer.get(key, lambda run: self._execute(run, spec), spec.cache_ttl, attach)
+
+    def cancel_by_admin(self, payload: str) -> bool:
+        """An administrator's cancel (channels.QUERY_CANCEL_CHANNEL): stop the run this worker
+        leads, or the ticket waiting in line here; False if neither is here."""
+        ref = channels.parse_query_ref(payload)
+        if ref is None:
+            log.warning("ignored a malformed admin cancel %r", payload[:40])
+            return False
+        kind, ident = ref
+        stopped = (self.coalescer.cancel_by_admin(ident) if kind == channels.RUN
+                   else self.user_queue.cancel_by_admin(ident))
+        if stopped:
+            log.info("an administrator cancelled %s", payload)
+        return stopped
 
     async def _execute(self, run: LocalRun, spec: QuerySpec) -> Sequence[Any]:
         await self.slots.acquire(run.set_queued)

@@ -42,3 +42,25 @@ def test_progress_says_where_the_query_is():
     assert changes == [2]
     p.moved(0)
     assert p.describe()[0] == "running" and changes == [2, 0]
+
+
+class _Stops:
+    """Stands for the coalescer or the user queue: records what it was asked to stop."""
+
+    def __init__(self, holds: set[int]) -> None:
+        self.holds, self.asked = holds, []
+
+    def cancel_by_admin(self, ident: int) -> bool:
+        self.asked.append(ident)
+        return ident in self.holds
+
+
+def test_an_admin_cancel_goes_to_the_run_or_the_ticket_it_names():
+    from bokeh_apps.queries.service import QueryService
+    service = QueryService.__new__(QueryService)  # the dispatch only: no pool needed
+    service.coalescer, service.user_queue = _Stops({5}), _Stops({7})
+    assert service.cancel_by_admin("run-5") is True
+    assert service.cancel_by_admin("ticket-7") is True
+    assert service.cancel_by_admin("run-6") is False
+    assert service.cancel_by_admin("run-05") is False and service.cancel_by_admin("drop table") is False
+    assert (service.coalescer.asked, service.user_queue.asked) == ([5, 6], [7])
