@@ -21,10 +21,11 @@ from bokeh.events import ConnectionLost
 from bokeh.layouts import row
 from bokeh.models import Button, Div, Label, Plot, UIElement
 
+from app import logs
 from bokeh_apps.kit import runtime
 from bokeh_apps.kit.live import LiveView
-from bokeh_apps.queries.entries import Entry
 from bokeh_apps.queries.coalescer import QueryFailed
+from bokeh_apps.queries.entries import Entry
 from bokeh_apps.queries.service import RUNNING, QuerySpec
 from bokeh_apps.queries.viewer import SessionInfo
 
@@ -80,6 +81,12 @@ class DocumentQuery:
 
     def run(self, sql: str, args: Sequence[Any], apply: Callable[[Sequence[Any]], None]) -> None:
         """Run `sql`; call `apply(rows)` under the document lock when the rows arrive."""
+        # The query's task on the database thread and the callbacks when it lands copy this
+        # context: their log lines name the session, whoever called run() (a handler, a click).
+        with logs.session(self._session_id):
+            self._run(sql, args, apply)
+
+    def _run(self, sql: str, args: Sequence[Any], apply: Callable[[Sequence[Any]], None]) -> None:
         self.cancel()
         if self.live is not None:
             self.live.pause()
@@ -165,6 +172,7 @@ class DocumentQuery:
             return
         result = done.result()
         elapsed = time.monotonic() - progress.started
+        log.info("query %r of %s: %d rows in %.2f s", self.label, spec.dashboard, len(result), elapsed)
 
         def _apply() -> None:
             apply(result)
