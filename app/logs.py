@@ -25,6 +25,7 @@ from contextvars import ContextVar
 from typing import Any, Iterator, Mapping
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(host)s[%(process)d] %(worker)s%(ids)s %(name)s: %(message)s"
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Loggers that say too much below WARNING for a site under load.
 QUIET = ("asyncio", "bokeh.server.tornado", "bokeh.server.views.ws", "bokeh.server.protocol_handler",
          "bokeh.server.session", "bokeh.document", "tornado.general", "urllib3", "alembic.runtime.plugins")
@@ -117,9 +118,17 @@ class JsonFormatter(logging.Formatter):
 
 
 def config(level: str | None = None, fmt: str | None = None) -> dict[str, Any]:
-    """A logging.config.dictConfig for LOG_LEVEL and LOG_FORMAT (text or json)."""
-    level = (level or os.environ.get("LOG_LEVEL", "info")).upper()
-    fmt = (fmt or os.environ.get("LOG_FORMAT", "text")).lower()
+    """A logging.config.dictConfig for LOG_LEVEL and LOG_FORMAT (text or json).
+
+    Read here, not in app.config: every process logs, also those without the site's settings
+    (the edge before it has a database URL, the load tester). A bad value is a ValueError
+    that names the variable, not a silent fallback (LOG_FORMAT=jsn would ship text)."""
+    level = (level or os.environ.get("LOG_LEVEL", "info")).strip().upper()
+    fmt = (fmt or os.environ.get("LOG_FORMAT", "text")).strip().lower()
+    if level not in LEVELS:
+        raise ValueError(f"LOG_LEVEL must be one of {', '.join(LEVELS).lower()}, got {level.lower()!r}")
+    if fmt not in ("text", "json"):
+        raise ValueError(f"LOG_FORMAT must be text or json, got {fmt!r}")
     formatter = {"()": JsonFormatter} if fmt == "json" else {"format": TEXT_FORMAT, "datefmt": "%Y-%m-%d %H:%M:%S"}
     return {
         "version": 1,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -47,14 +46,17 @@ STARTUP_TIMEOUT_S = 60.0
 def configure_bokeh(settings: Settings) -> None:
     """Process-wide Bokeh and Panel settings for a server that opens many sessions.
 
-    Bokeh validates every new session's document (about 4 ms of CPU for a small one); the
-    apps are validated in dev and by the tests, so production skips it unless
-    BOKEH_VALIDATE_DOC says otherwise. Panel's autoload.js bundle is cached (bokeh_apps.speedups.panel_bundles), and
+    Bokeh validates every new session's document as Settings.bokeh_validate_doc says (off
+    outside dev: about 4 ms of CPU per session). Panel's autoload.js bundle is cached (bokeh_apps.speedups.panel_bundles), and
     Bokeh's property bookkeeping is sped up (bokeh_apps.speedups.properties: building and serializing
     a slow-query document, 17 ms of CPU -> 5 ms)."""
+    from bokeh.settings import settings as bokeh_settings
+
     from bokeh_apps.speedups import panel_bundles, properties
 
-    os.environ.setdefault("BOKEH_VALIDATE_DOC", "true" if settings.is_dev else "false")
+    # Set as Bokeh's user value, which wins over its own read of BOKEH_VALIDATE_DOC: the
+    # environment is read in one place, app.config.
+    bokeh_settings.perform_document_validation.set_value(settings.bokeh_validate_doc)
     panel_bundles.install()
     properties.install()
 

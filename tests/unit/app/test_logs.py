@@ -6,6 +6,8 @@ import json
 import logging
 import logging.config
 
+import pytest
+
 from app import logs
 
 
@@ -109,3 +111,13 @@ def test_request_ids_are_hex_of_bounded_length():
         assert logs.valid_request_id(bad) is None, bad
     fresh = logs.new_request_id()
     assert logs.valid_request_id(fresh) == fresh and fresh != logs.new_request_id()
+
+
+@pytest.mark.parametrize("level, fmt, message", [
+    ("verbose", "text", "LOG_LEVEL must be one of debug, info"),
+    ("info", "jsn", "LOG_FORMAT must be text or json, got 'jsn'"),
+])
+def test_bad_settings_are_named(level, fmt, message):
+    with pytest.raises(ValueError, match=message):
+        logs.config(level, fmt)
+    assert logs.config(" Warning ", "JSON ")["root"]["level"] == "WARNING"
