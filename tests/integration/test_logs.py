@@ -95,5 +95,6 @@ def test_lines_name_their_request_and_session(json_site):
     # Lines outside any request or session name neither.
     started = next(e for e in entries(gunicorn_log) if e["message"].startswith("Bokeh server w"))
     assert "request_id" not in started and "session_id" not in started
+    assert started["worker"] == started["message"].split()[2]  # its start-up lines name the worker too
     for path in (gunicorn_log, edge_log):
         assert_clean_log(path)
