@@ -117,18 +117,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def config(level: str | None = None, fmt: str | None = None) -> dict[str, Any]:
-    """A logging.config.dictConfig for LOG_LEVEL and LOG_FORMAT (text or json).
-
-    Read here, not in app.config: every process logs, also those without the site's settings
-    (the edge before it has a database URL, the load tester). A bad value is a ValueError
-    that names the variable, not a silent fallback (LOG_FORMAT=jsn would ship text)."""
+def _settings(level: str | None, fmt: str | None) -> tuple[str, str]:
+    """LOG_LEVEL and LOG_FORMAT, unless given. Read here, not in app.config: every process logs,
+    also those without the site's settings (the edge before it has a database URL, the load
+    tester). A bad value is a ValueError naming the variable, not a silent fallback
+    (LOG_FORMAT=jsn would ship text)."""
     level = (level or os.environ.get("LOG_LEVEL", "info")).strip().upper()
     fmt = (fmt or os.environ.get("LOG_FORMAT", "text")).strip().lower()
     if level not in LEVELS:
         raise ValueError(f"LOG_LEVEL must be one of {', '.join(LEVELS).lower()}, got {level.lower()!r}")
     if fmt not in ("text", "json"):
         raise ValueError(f"LOG_FORMAT must be text or json, got {fmt!r}")
+    return level, fmt
+
+
+def json_format() -> bool:
+    """LOG_FORMAT=json: for processes that write lines of their own (the edge's nginx)."""
+    return _settings(None, None)[1] == "json"
+
+
+def config(level: str | None = None, fmt: str | None = None) -> dict[str, Any]:
+    """A logging.config.dictConfig for LOG_LEVEL and LOG_FORMAT (text or json)."""
+    level, fmt = _settings(level, fmt)
     formatter = {"()": JsonFormatter} if fmt == "json" else {"format": TEXT_FORMAT, "datefmt": "%Y-%m-%d %H:%M:%S"}
     return {
         "version": 1,

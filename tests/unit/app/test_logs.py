@@ -121,3 +121,13 @@ def test_bad_settings_are_named(level, fmt, message):
     with pytest.raises(ValueError, match=message):
         logs.config(level, fmt)
     assert logs.config(" Warning ", "JSON ")["root"]["level"] == "WARNING"
+
+
+def test_json_format_follows_log_format(monkeypatch):
+    monkeypatch.setenv("LOG_FORMAT", "json")
+    assert logs.json_format() is True
+    monkeypatch.setenv("LOG_FORMAT", "text")
+    assert logs.json_format() is False
+    monkeypatch.setenv("LOG_FORMAT", "xml")
+    with pytest.raises(ValueError, match="LOG_FORMAT"):
+        logs.json_format()
