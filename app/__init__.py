@@ -12,6 +12,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     app = Flask(__name__, template_folder="web/templates", static_folder="web/static")
     configure(app, settings)
+    register_request_ids(app)
     register_extensions(app)
     register_blueprints(app)
     register_error_handlers(app)
@@ -36,6 +37,12 @@ def configure(app: Flask, settings: Settings) -> None:
     )
     # nginx sets X-Forwarded-For/-Proto/-Host; embed URLs must use what the browser sees.
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
+
+
+def register_request_ids(app: Flask) -> None:
+    from app.web.request_ids import init_app
+
+    init_app(app)
 
 
 def register_extensions(app: Flask) -> None:

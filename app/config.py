@@ -62,6 +62,10 @@ class Settings:
     query_prefetch_seconds: float = 10.0
     # Serve slow-query-blocking, the synchronous baseline `make bench` compares against.
     blocking_baseline: bool = False
+    # Bokeh validates every new session's document (about 4 ms of CPU for a small one, a tenth
+    # of a session's cost). The apps are validated in dev and by the tests, so production
+    # skips it; the setting exists to turn it back on when a dashboard misbehaves there.
+    bokeh_validate_doc: bool = False
     nginx_bin: str = "nginx"
     seed_demo: bool = False
     # Cookies only over HTTPS. On outside dev: production sits behind TLS (browsers treat
@@ -122,6 +126,7 @@ class Settings:
             query_cache_ttl=_cache_ttl(env.get("QUERY_CACHE_TTL", "teams=60")),
             query_prefetch_seconds=_float(env, "QUERY_PREFETCH_SECONDS", 10.0, 0, 600),
             blocking_baseline=_bool(env, "BLOCKING_BASELINE", False),
+            bokeh_validate_doc=_bool(env, "BOKEH_VALIDATE_DOC", is_dev),
             nginx_bin=env.get("NGINX_BIN", "nginx"),
             seed_demo=_bool(env, "SEED_DEMO", is_dev),
             secure_cookies=_bool(env, "SECURE_COOKIES", not is_dev),

@@ -28,7 +28,7 @@ def main() -> int:
     upstreams = [u.strip() for u in os.environ.get("FLASK_UPSTREAMS", settings.gunicorn_bind).split(",") if u.strip()]
     run_dir = Path(os.environ.get("EDGE_RUN_DIR") or tempfile.mkdtemp(prefix="happiness-edge-"))
     nginx = NginxServer(run_dir, listen, upstreams, settings.nginx_bin,
-                        access_log=os.environ.get("EDGE_ACCESS_LOG", "/dev/stdout"))
+                        access_log=os.environ.get("EDGE_ACCESS_LOG", "/dev/stdout"), json_logs=logs.json_format())
     nginx.render()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

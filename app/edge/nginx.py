@@ -80,12 +80,13 @@ class NginxServer:
     """One nginx master in the foreground, configured from the templates."""
 
     def __init__(self, run_dir: Path, listen: str, flask_upstreams: Sequence[str], nginx_bin: str = "nginx",
-                 access_log: str = "/dev/stdout", worker_processes: int = 2) -> None:
+                 access_log: str = "/dev/stdout", worker_processes: int = 2, json_logs: bool = False) -> None:
         self.run_dir = Path(run_dir)
         self.listen = listen
         self.flask_upstreams = list(flask_upstreams)
         self.nginx_bin = shutil.which(nginx_bin) or nginx_bin
         self.access_log = access_log
+        self.access_log_format = "site_json" if json_logs else "site"  # LOG_FORMAT, as the app's lines
         self.worker_processes = worker_processes
         self.conf = self.run_dir / "nginx.conf"
         self.routes_file = self.run_dir / "workers.conf"
@@ -102,7 +103,8 @@ class NginxServer:
             panel_static = _mirror(PANEL_STATIC, self.run_dir / "static" / "panel")
         text = Template((TEMPLATES / "nginx.conf.template").read_text()).render(
             user=user, worker_processes=self.worker_processes, run_dir=self.run_dir,
-            mime_types=MIME_TYPES, access_log=self.access_log, flask_upstreams=self.flask_upstreams,
+            mime_types=MIME_TYPES, access_log=self.access_log, access_log_format=self.access_log_format,
+            flask_upstreams=self.flask_upstreams,
             listen=self.listen, bokeh_static=bokeh_static, panel_static=panel_static,
             routes_file=self.routes_file)
         self.conf.write_text(text)

@@ -16,18 +16,35 @@ from typing import Sequence, TextIO
 from urllib.parse import urlsplit
 
 from sqlalchemy.exc import SQLAlchemyError
+from tqdm import tqdm
 
 from app.config import ConfigError, Settings
 from app.loadtest.accounts import (
-    DEFAULT_PREFIX, DEFAULT_QUERY_LIMIT, DEV_LOADTEST_PASSWORD, ROLES, AccountError, resolve_password, sync_accounts,
+    DEFAULT_PREFIX,
+    DEFAULT_QUERY_LIMIT,
+    DEV_LOADTEST_PASSWORD,
+    ROLES,
+    AccountError,
+    resolve_password,
+    sync_accounts,
 )
-from app.loadtest.live import DEFAULT_MIX, GRACE_S, OPEN_CONCURRENCY, POLL_S, LiveConfig, format_live, parse_mix, \
-    run_live, summarize_live
+from app.loadtest.live import (
+    DEFAULT_MIX,
+    GRACE_S,
+    OPEN_CONCURRENCY,
+    POLL_S,
+    LiveConfig,
+    format_live,
+    parse_mix,
+    run_live,
+    summarize_live,
+)
 from app.loadtest.report import format_text, percentile, summarize, write_html, write_json
 from app.loadtest.runner import SLOW_DASHBOARDS, LoadConfig, LoadTestError, Progress, run_load
 
 PROG = "python -m app.loadtest"
-TTY_INTERVAL, PLAIN_INTERVAL = 0.5, 5.0
+# Off a terminal (logs, CI) a progress line every 5 s: a 60 s run in a dozen lines, not 120.
+PLAIN_INTERVAL = 5.0
 
 RUN_EPILOG = f"""\
 Create the accounts first: {PROG} accounts --count N (same DATABASE_URL as the site).
@@ -191,29 +208,47 @@ def live_config_from_args(args: argparse.Namespace) -> LiveConfig:
 
 
 class LineProgress:
-    """Status lines of a live run: redrawn on a terminal; otherwise each new phase, then every few seconds."""
+    """Status lines of a live run: redrawn in place on a terminal (tqdm); otherwise each new
+    phase, then every few seconds."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
-        self.tty = stream.isatty()
+        self.line = StatusLine(stream) if stream.isatty() else None
         self.last = 0.0
         self.phase = ""
 
     def __call__(self, text: str) -> None:
         now, phase = time.monotonic(), text.split(":")[0]
-        if self.tty:
-            self.stream.write("\r" + text + "\x1b[K")
+        if self.line is not None:
+            self.line.show(text)
         elif phase != self.phase or now - self.last >= PLAIN_INTERVAL:
             self.stream.write(text + "\n")
+            self.stream.flush()
         else:
             return
         self.phase, self.last = phase, now
-        self.stream.flush()
 
     def done(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self.line is not None:
+            self.line.close()
+
+
+class StatusLine:
+    """One line on a terminal that tqdm redraws in place (and clears the rest of)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.bar: tqdm | None = None
+        self.stream = stream
+
+    def show(self, text: str) -> None:
+        if self.bar is None:
+            self.bar = tqdm(file=self.stream, bar_format="{desc}", dynamic_ncols=True)
+        self.bar.set_description_str(text)  # refreshes
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()  # leaves the last text, ends the line
+            self.bar = None
 
 
 def config_from_args(args: argparse.Namespace) -> LoadConfig:
@@ -224,16 +259,18 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
 
 
 def render_progress(p: Progress, width: int = 24) -> str:
-    """One progress line: the bar fills with started sessions (or elapsed time in a closed loop)."""
-    if p.planned is not None:
-        fraction, counts = p.started / p.planned, f"{p.started}/{p.planned} started"
-    else:
-        fraction = min(1.0, p.elapsed_s / p.duration) if p.duration else 1.0
-        counts = f"{min(p.elapsed_s, p.duration or 0):.0f}/{p.duration:g} s, {p.started} started"
-    filled = round(fraction * width)
+    """One progress line, drawn by tqdm: the bar fills with started sessions (or elapsed time
+    in a closed loop), then the counts and the p50 time to chart so far."""
     p50 = percentile(p.times, 50)
-    tail = f", p50 {p50:.1f} s" if p50 is not None else ""
-    return f"[{'#' * filled}{'.' * (width - filled)}] {counts}, {p.charts} charts, {p.errors} errors{tail}"
+    counts = f"{p.charts} charts, {p.errors} errors" + (f", p50 {p50:.1f} s" if p50 is not None else "")
+    if p.planned is not None:
+        n, total, unit = p.started, p.planned, "started"
+    else:
+        duration = p.duration or 0
+        n, total, unit = round(min(p.elapsed_s, duration)), int(duration) if float(duration).is_integer() else duration, "s"
+        counts = f"{p.started} started, {counts}"
+    return tqdm.format_meter(n, total, p.elapsed_s, bar_format=f"[{{bar:{width}}}] {{n_fmt}}/{{total_fmt}} {{unit}}, {{desc}}",
+                             ascii=".#", unit=unit, prefix=counts)
 
 
 class ProgressPrinter:
@@ -241,25 +278,30 @@ class ProgressPrinter:
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
-        self.tty = stream.isatty()
+        self.line = StatusLine(stream) if stream.isatty() else None
         self.last = 0.0
 
     def note(self, text: str) -> None:
         """A transient line on a terminal (the progress bar overwrites it); nothing in logs."""
-        if self.tty:
-            self.stream.write("\r" + text + "\x1b[K")
-            self.stream.flush()
+        if self.line is not None:
+            self.line.show(text)
 
     def __call__(self, p: Progress) -> None:
         now = time.monotonic()
-        if self.tty:
-            self.stream.write("\r" + render_progress(p) + "\x1b[K" + ("\n" if p.finished else ""))
+        if self.line is not None:
+            self.line.show(render_progress(p))
+            if p.finished:
+                self.line.close()
         elif p.finished or now - self.last >= PLAIN_INTERVAL:
             self.stream.write(render_progress(p) + "\n")
+            self.stream.flush()
         else:
             return
         self.last = now
-        self.stream.flush()
+
+    def close(self) -> None:
+        if self.line is not None:
+            self.line.close()
 
 
 def run_main(argv: Sequence[str]) -> int:
@@ -273,6 +315,7 @@ def run_main(argv: Sequence[str]) -> int:
     except LoadTestError as exc:
         if progress is not None:
             progress.note("")
+            progress.close()
         print(f"error: {exc}", file=sys.stderr)
         return 1
     summary = summarize(run)

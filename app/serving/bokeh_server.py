@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -23,7 +22,7 @@ from tornado.ioloop import IOLoop
 from tornado.log import access_log
 from tornado.web import HTTPError
 
-from app import access, tokens
+from app import access, logs, tokens
 from app.config import Settings
 from app.serving.embed import TOKEN_HEADER
 from app.serving.heartbeat import Heartbeat, WorkerFigures
@@ -47,14 +46,17 @@ STARTUP_TIMEOUT_S = 60.0
 def configure_bokeh(settings: Settings) -> None:
     """Process-wide Bokeh and Panel settings for a server that opens many sessions.
 
-    Bokeh validates every new session's document (about 4 ms of CPU for a small one); the
-    apps are validated in dev and by the tests, so production skips it unless
-    BOKEH_VALIDATE_DOC says otherwise. Panel's autoload.js bundle is cached (bokeh_apps.speedups.panel_bundles), and
+    Bokeh validates every new session's document as Settings.bokeh_validate_doc says (off
+    outside dev: about 4 ms of CPU per session). Panel's autoload.js bundle is cached (bokeh_apps.speedups.panel_bundles), and
     Bokeh's property bookkeeping is sped up (bokeh_apps.speedups.properties: building and serializing
     a slow-query document, 17 ms of CPU -> 5 ms)."""
+    from bokeh.settings import settings as bokeh_settings
+
     from bokeh_apps.speedups import panel_bundles, properties
 
-    os.environ.setdefault("BOKEH_VALIDATE_DOC", "true" if settings.is_dev else "false")
+    # Set as Bokeh's user value, which wins over its own read of BOKEH_VALIDATE_DOC: the
+    # environment is read in one place, app.config.
+    bokeh_settings.perform_document_validation.set_value(settings.bokeh_validate_doc)
     panel_bundles.install()
     properties.install()
 
@@ -76,15 +78,24 @@ def _token_from(handler: Any) -> str | None:
 
 
 def log_request(handler: Any) -> None:
-    """Tornado's access log line, with the path only: query strings can carry tokens."""
+    """Tornado's access log line, with the path only: query strings can carry tokens. It names
+    the edge's request id (and, once TokenAuth accepted the token, the session)."""
     status = handler.get_status()
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-    access_log.log(level, "%d %s %s %.1fms", status, handler.request.method, handler.request.path,
-                   1000.0 * handler.request.request_time())
+    request = None
+    if logs.request_id.get() is None:  # not set by TokenAuth: a refused request, a static file
+        request = logs.request_id.set(logs.valid_request_id(handler.request.headers.get(logs.REQUEST_HEADER)))
+    try:
+        access_log.log(level, "%d %s %s %.1fms", status, handler.request.method, handler.request.path,
+                       1000.0 * handler.request.request_time())
+    finally:
+        if request is not None:
+            logs.request_id.reset(request)
 
 
 def make_auth_provider(secret: bytes, worker: str):
     from bokeh.server.auth_provider import AuthProvider
+    from bokeh.util.token import get_session_id
 
     class TokenAuth(AuthProvider):
         """Accept a request only with a valid, unexpired token for this app on this worker,
@@ -103,13 +114,18 @@ def make_auth_provider(secret: bytes, worker: str):
             if context is None:
                 raise HTTPError(403, reason="Not a dashboard")
             try:
-                claims = tokens.verify(_token_from(handler), secret,
-                                       dashboard=context.url.strip("/"), worker=worker)
+                token = _token_from(handler)
+                claims = tokens.verify(token, secret, dashboard=context.url.strip("/"), worker=worker)
                 # The same rules Flask applied before minting: a signed token is not a licence.
                 access.authorize(claims.principal, claims.dashboard, access.parse_params(
                     claims.dashboard, {k: str(v) for k, v in claims.params.items() if v is not None}))
             except (tokens.TokenError, access.AccessError) as exc:
                 raise HTTPError(403, reason=str(exc)[:200].capitalize()) from None
+            # Tornado runs each request (a websocket: its whole life) as one task: every line
+            # logged for it from here on, and every task or callback it starts, names the
+            # request and the session. Only now: an unverified token's id is anyone's text.
+            logs.request_id.set(logs.valid_request_id(handler.request.headers.get(logs.REQUEST_HEADER)))
+            logs.session_id.set(logs.session_name(get_session_id(token)))
             return claims.principal.username
 
     return TokenAuth()

@@ -90,10 +90,13 @@ def _start(settings: Settings) -> WorkerServices:
     global _services
     registry = registry_for(settings)
     reservation = registry.reserve(os.getpid(), settings.bokeh_bind_address)
+    # From here: the server's start-up lines (its heartbeat's too) name the worker.
+    logs.set_worker(reservation.name)
     server = EmbeddedBokehServer(settings, reservation)
     try:
         server.start()
     except BaseException:
+        logs.set_worker("-")
         for sock in reservation.sockets:  # or the next attempt finds its own port taken
             sock.close()
         try:
@@ -102,7 +105,6 @@ def _start(settings: Settings) -> WorkerServices:
             log.warning("could not release the registry row of %s", reservation.name)
         raise
     _services = WorkerServices(registry, reservation, server)
-    logs.set_worker(reservation.name)
     log.info("worker %s: Bokeh server %s on %s:%s", os.getpid(), reservation.name, reservation.host, reservation.port)
     return _services
 

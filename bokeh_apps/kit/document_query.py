@@ -21,6 +21,7 @@ from bokeh.events import ConnectionLost
 from bokeh.layouts import row
 from bokeh.models import Button, Div, Label, Plot, UIElement
 
+from app import logs
 from bokeh_apps.kit import runtime
 from bokeh_apps.kit.live import LiveView
 from bokeh_apps.queries.coalescer import AdminCancelled, QueryFailed
@@ -88,6 +89,12 @@ class DocumentQuery:
 
     def run(self, sql: str, args: Sequence[Any], apply: Callable[[Sequence[Any]], None]) -> None:
         """Run `sql`; call `apply(rows)` under the document lock when the rows arrive."""
+        # The query's task on the database thread and the callbacks when it lands copy this
+        # context: their log lines name the session, whoever called run() (a handler, a click).
+        with logs.session(self._session_id):
+            self._run(sql, args, apply)
+
+    def _run(self, sql: str, args: Sequence[Any], apply: Callable[[Sequence[Any]], None]) -> None:
         self.cancel()
         if self.live is not None:
             self.live.pause()
@@ -179,6 +186,7 @@ class DocumentQuery:
             return
         result = done.result()
         elapsed = time.monotonic() - progress.started
+        log.info("query %r of %s: %d rows in %.2f s", self.label, spec.dashboard, len(result), elapsed)
 
         def _apply() -> None:
             apply(result)

@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 from bokeh.document import Document
 from bokeh.models import Div
 
+from app import logs
 from bokeh_apps.queries.entries import RECENT_S, Entry, visible_to
 from bokeh_apps.queries.snapshot import Snapshot
 from bokeh_apps.queries.viewer import SessionInfo
@@ -89,7 +90,8 @@ class LiveRouter:
                 self._views.discard(view)
                 continue
             try:
-                action(view)
+                with logs.session(view.session):
+                    action(view)
             except Exception:  # one broken document must not stop the others' updates
                 log.exception("live update of a document failed")
             if i % SLICE == SLICE - 1:
@@ -102,6 +104,7 @@ class LiveView:
     def __init__(self, doc: Document, info: SessionInfo, router: LiveRouter,
                  on_entries: Callable[[list[Entry]], None], wants: Callable[[Entry], bool] = lambda e: True) -> None:
         self.doc = doc
+        self.session = doc.session_context.id if doc.session_context is not None else None  # for the logs
         self.scope = info.scope
         self._router = router
         self._on_entries = on_entries

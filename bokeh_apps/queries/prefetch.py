@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from bokeh.util.token import get_session_id
 
-from app import access, tokens
+from app import access, logs, tokens
 from app.channels import prefetch_channel
 from bokeh_apps.queries.notifications import Notifications
 from bokeh_apps.queries.service import Progress, QueryService, QuerySpec
@@ -105,7 +105,8 @@ class Prefetcher:
             if session_id in self._opened or session_id in self._waiting:
                 return
             progress = self.queries.progress(spec)
-            future = asyncio.run_coroutine_threadsafe(self.queries.run(spec, progress), loop)
+            with logs.session(session_id):  # the query's task, and its log lines, name the session
+                future = asyncio.run_coroutine_threadsafe(self.queries.run(spec, progress), loop)
             self._waiting[session_id] = Prefetched(spec.key, future, progress)
         loop.call_later(self.grace_s, self._expire, session_id)
 
@@ -113,8 +114,8 @@ class Prefetcher:
         with self._lock:
             entry = self._waiting.pop(session_id, None)
         if entry is not None and entry.future.cancel():
-            log.info("prefetched query of %s cancelled: its session did not open within %g s",
-                     session_id[:8], self.grace_s)
+            with logs.session(session_id):
+                log.info("prefetched query cancelled: its session did not open within %g s", self.grace_s)
 
     def _remember(self, session_id: str) -> None:
         now = time.monotonic()

@@ -52,6 +52,15 @@ def test_defaults_in_production():
     assert s.statement_timeout_seconds == 60.0
     assert s.nginx_bin == "nginx"
     assert s.seed_demo is False
+    assert s.bokeh_validate_doc is False
+
+
+def test_bokeh_document_validation_is_on_in_dev_and_can_be_set():
+    assert Settings.from_env(dev_env()).bokeh_validate_doc is True
+    assert Settings.from_env(dev_env(BOKEH_VALIDATE_DOC="0")).bokeh_validate_doc is False
+    assert Settings.from_env(prod_env(BOKEH_VALIDATE_DOC="true")).bokeh_validate_doc is True
+    with pytest.raises(ConfigError, match="BOKEH_VALIDATE_DOC"):
+        Settings.from_env(prod_env(BOKEH_VALIDATE_DOC="sometimes"))
 
 
 @pytest.mark.parametrize("app_env", [None, "production", "PRODUCTION", " production "])

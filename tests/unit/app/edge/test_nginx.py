@@ -151,3 +151,15 @@ def pid_alive(pid: int) -> bool:
             return stat.read().split(") ")[1][0] != "Z"  # a zombie is dead, just not reaped
     except FileNotFoundError:
         return False
+
+
+def test_access_lines_are_json_with_log_format_json(nginx_on_path, run_dir):
+    nginx = NginxServer(run_dir, "127.0.0.1:18080", ["127.0.0.1:18000"], access_log="/dev/stdout", json_logs=True)
+    nginx.render()
+    conf = (run_dir / "nginx.conf").read_text()
+    assert "access_log /dev/stdout site_json;" in conf and "escape=json" in conf
+    result = nginx.check()
+    assert result.returncode == 0, result.stderr
+    plain = NginxServer(run_dir, "127.0.0.1:18080", ["127.0.0.1:18000"], access_log="/dev/stdout")
+    plain.render()
+    assert "access_log /dev/stdout site;" in (run_dir / "nginx.conf").read_text()

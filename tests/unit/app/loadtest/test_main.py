@@ -1,9 +1,11 @@
 """Unit tests for the load tester's pure parts: arguments, schedule, parameters, errors, statistics, reports."""
 from __future__ import annotations
 
+import io
+
 import pytest
 
-from app.loadtest.__main__ import config_from_args, main, render_progress, run_parser
+from app.loadtest.__main__ import LineProgress, ProgressPrinter, config_from_args, main, render_progress, run_parser
 from app.loadtest.runner import (
     LoadConfig,
     Progress,
@@ -65,3 +67,49 @@ def test_progress_line():
     assert render_progress(loop, width=4) == "[#...] 15/60 s, 7 started, 0 charts, 0 errors"
 
 
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_redraws_one_line_on_a_terminal_and_ends_it():
+    screen = Terminal()
+    printer = ProgressPrinter(screen)
+    printer.note("logging in 3 users ...")
+    for started in (50, 120):
+        printer(Progress(planned=200, duration=None, elapsed_s=1, started=started, charts=3, errors=0))
+    printer(Progress(planned=200, duration=None, elapsed_s=9, started=200, charts=200, errors=0, finished=True))
+    out = screen.getvalue()
+    assert out.count("\n") == 1 and out.endswith("\n")  # one line, redrawn with carriage returns
+    assert "\rlogging in 3 users ..." in out and "\r[" + "#" * 24 + "] 200/200 started, 200 charts, 0 errors" in out
+
+
+def test_progress_off_a_terminal_is_a_plain_line_every_few_seconds(monkeypatch):
+    log = io.StringIO()
+    clock = iter([100.0, 101.0, 106.0, 107.0])
+    monkeypatch.setattr("app.loadtest.__main__.time.monotonic", lambda: next(clock))
+    printer = ProgressPrinter(log)
+    printer.note("logging in")  # transient: nothing in a log
+    for started, finished in ((10, False), (20, False), (30, False), (40, True)):
+        printer(Progress(planned=40, duration=None, elapsed_s=1, started=started, finished=finished))
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and [line.split("] ")[1].split(",")[0] for line in lines] == \
+        ["10/40 started", "30/40 started", "40/40 started"]
+
+
+def test_live_status_lines_on_a_terminal_and_off():
+    screen = Terminal()
+    status = LineProgress(screen)
+    status("opening: 3/400 sessions")
+    status("writing: 10/300 entries")
+    status.done()
+    assert screen.getvalue().count("\n") == 1 and "\rwriting: 10/300 entries" in screen.getvalue()
+    log = io.StringIO()
+    status = LineProgress(log)
+    status("opening: 3/400 sessions")
+    status("opening: 4/400 sessions")  # same phase, too soon: not written
+    status("writing: 10/300 entries")
+    status.done()
+    assert log.getvalue() == "opening: 3/400 sessions\nwriting: 10/300 entries\n"

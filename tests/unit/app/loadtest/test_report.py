@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime, timezone
 
 import pytest
@@ -36,12 +37,17 @@ def _run() -> LoadRun:
 
 
 def test_percentile_is_nearest_rank():
+    assert percentile([1, 2, 3, 4], 50) == 2  # not 2.5: always one of the measured values
     values = [4.0, 1.0, 3.0, 2.0]
     assert [percentile(values, p) for p in (25, 50, 75, 90, 100)] == [1.0, 2.0, 3.0, 4.0, 4.0]
     assert percentile([5.0], 1) == 5.0
     assert percentile(list(range(1, 101)), 99) == 99
     assert percentile(list(range(1, 1001)), 99.9) == 999
     assert percentile([], 50) is None
+    # The rank is ceil(p n / 100) for every size and the percentiles the reports use.
+    for n in range(1, 1001):
+        for p in (1, 25, 50, 90, 99, 99.9):
+            assert percentile(range(1, n + 1), p) == max(1, math.ceil(round(p * n / 100, 9))), (n, p)
     for bad in (0, 101, -5):
         with pytest.raises(ValueError):
             percentile(values, bad)

@@ -10,6 +10,7 @@ class FakeView:
     """Pure bookkeeping stand-in for a LiveView: records when it was offered a batch."""
 
     gone = False
+    session = None
 
     def __init__(self, log: list) -> None:
         self.log = log
@@ -61,7 +62,7 @@ def test_views_whose_session_is_gone_are_dropped():
 class FakeDoc:
     """Records next-tick callbacks instead of running them: a busy Bokeh loop."""
 
-    session_context = object()
+    session_context = type("SessionContext", (), {"id": "sid.signature"})()
 
     def __init__(self) -> None:
         self.callbacks: list = []

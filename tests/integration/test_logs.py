@@ -1,0 +1,102 @@
+"""Log lines name their request and session, on a real site (LOG_FORMAT=json, LOG_LEVEL=info):
+a page's lines in gunicorn and nginx carry the id the response echoed, a dashboard session's
+query line its worker and session, and the INFO lines of the app and the edge are all there."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+from bokeh.util.token import get_session_id
+
+from app.config import Settings
+from app.loadtest.site_client import SiteClient, parse_page
+from app.ops import prestart
+from app.ops.launcher import Site
+from tests.conftest import site_env
+from tests.integration.helpers import assert_clean_log, wait_until
+
+
+@pytest.fixture
+def json_site(pg, output_dir):
+    url = pg.create_database(f"jsonlogs_{os.getpid()}_{int(time.time())}")
+    log_dir = output_dir / "json-logs-site-logs"
+    env = site_env(url, WEB_CONCURRENCY="2", LOG_LEVEL="info", LOG_FORMAT="json", EDGE_ACCESS_LOG="/dev/stdout")
+    prestart.run(Settings.from_env(env), people_per_team=2, history_days=3)
+    for old in log_dir.glob("*.log"):
+        old.unlink()
+    site = Site(env, log_dir=log_dir).start()
+    yield site, log_dir
+    site.stop()
+
+
+def entries(path: Path) -> list[dict]:
+    """The JSON lines of a log (nginx's error log, were there one, is its own format)."""
+    return [json.loads(line) for line in path.read_text(errors="replace").splitlines() if line.startswith("{")]
+
+
+def test_lines_name_their_request_and_session(json_site):
+    site, log_dir = json_site
+    seen: dict = {}
+
+    async def scenario() -> None:
+        client = SiteClient(site.url)
+        await client.login("alice", "demo")
+        response = await client.request("GET", "/dashboards/team")
+        assert response.code == 200
+        seen["request"] = response.headers["X-Request-Id"]
+        page = parse_page(response.code, response.body.decode())
+        seen["page"] = page
+        assert (await client.fetch_autoload(page)).code == 200
+        session = await client.connect(page)
+        await session.wait_for_chart(timeout=60)
+        session.close()
+    asyncio.run(scenario())
+    rid, page = seen["request"], seen["page"]
+    assert re.fullmatch(r"[0-9a-f]{32}", rid), rid  # nginx's $request_id, passed on and echoed
+    session = get_session_id(page.token).split(".")[0]
+    gunicorn_log, edge_log = log_dir / "gunicorn.log", log_dir / "edge.log"
+
+    def page_line() -> dict | None:
+        return next((e for e in entries(gunicorn_log) if e["logger"] == "gunicorn.access"
+                     and e.get("request_id") == rid), None)
+    line = wait_until(page_line, 10, f"no gunicorn access line with request_id {rid}")
+    assert "/dashboards/team" in line["message"] and line["level"] == "INFO"
+    assert line["worker"].startswith("w") and line["pid"] > 0 and line["host"]
+    # nginx's access line is JSON too (LOG_FORMAT=json), with the same key.
+    nginx = wait_until(lambda: [e for e in entries(edge_log) if e["logger"] == "nginx.access"
+                                and e.get("request_id") == rid], 10, "nginx's access line lacks the request id")
+    assert " GET /dashboards/team 200 " in nginx[0]["message"] and nginx[0]["level"] == "INFO"
+
+    def query_line() -> dict | None:
+        return next((e for e in entries(gunicorn_log) if e["logger"] == "bokeh_apps.kit.document_query"
+                     and e.get("session_id") == session), None)
+    query = wait_until(query_line, 10, f"no query line for session {session}")
+    assert query["worker"] == page.worker and query["level"] == "INFO" and "rows in" in query["message"]
+    # Tornado's access lines of the session (autoload.js, the websocket) name it too, with the
+    # request id nginx logged for them.
+    tornado = [e for e in entries(gunicorn_log) if e["logger"] == "tornado.access" and e.get("session_id") == session]
+    assert {"autoload.js", "ws"} <= {e["message"].rsplit("/", 1)[-1].split(" ")[0] for e in tornado}, tornado
+    nginx_ids = {e.get("request_id") for e in entries(edge_log) if e["logger"] == "nginx.access"}
+    for e in tornado:
+        assert e["worker"] == page.worker and e["request_id"] in nginx_ids
+    # The token itself is never logged, nor the session id's signature.
+    logs_text = gunicorn_log.read_text() + edge_log.read_text()
+    for part in page.token.split(".") + [get_session_id(page.token).split(".")[1]]:
+        assert part not in logs_text
+
+    # INFO is not dropped anywhere: the app's, Bokeh's and the edge's own lines are there.
+    messages = {(e["logger"], e["level"], e["message"]) for e in entries(gunicorn_log) + entries(edge_log)}
+    for logger, start in (("app.serving.bokeh_server", "Bokeh server w"), ("app.edge.nginx", "edge: routes now"),
+                          ("gunicorn.error", "Booting worker")):
+        assert any(lg == logger and lv == "INFO" and m.startswith(start) for lg, lv, m in messages), logger
+    # Lines outside any request or session name neither.
+    started = next(e for e in entries(gunicorn_log) if e["message"].startswith("Bokeh server w"))
+    assert "request_id" not in started and "session_id" not in started
+    assert started["worker"] == started["message"].split()[2]  # its start-up lines name the worker too
+    for path in (gunicorn_log, edge_log):
+        assert_clean_log(path)
