@@ -29,7 +29,10 @@ def app_db(pg):
     url = pg.create_database(f"badinput_{free_port()}")
     # Hundreds of failed logins from one address here are the point, not an attack to throttle.
     env = {"APP_ENV": "test", "DATABASE_URL": url, "SECRET_KEY": "x" * 40, "BOKEH_SECRET_KEY": "y" * 48,
-           "LOGIN_FAILURES_PER_ADDRESS": "100000", "LOGIN_FAILURES_PER_ACCOUNT": "10000"}
+           "LOGIN_FAILURES_PER_ADDRESS": "100000", "LOGIN_FAILURES_PER_ACCOUNT": "10000",
+           # The stand-in worker below never beats; it must outlive this module's hypothesis runs
+           # (past the default 20 s TTL it is not live, and pages answer 503).
+           "REGISTRY_TTL_SECONDS": "3600"}
     prestart.run(Settings.from_env(env), people_per_team=1, history_days=2)
     import psycopg2
     with psycopg2.connect(url) as conn, conn.cursor() as cur:  # a worker to send pages to
