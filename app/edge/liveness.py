@@ -72,11 +72,19 @@ def due(rows: Iterable[Observed], now: float, timing: Timing, answered_until: Ma
             if r.ready and r.age_at(now) > timing.late_after and answered_until.get(r.route[0], 0.0) <= now]
 
 
-def next_due_in(rows: Iterable[Observed], now: float, timing: Timing, answered_until: Mapping[str, float],
-                ceiling: float) -> float:
-    """Seconds until the first worker becomes due (0 if one is), at most `ceiling`."""
-    waits = [max(timing.late_after - r.age_at(now), answered_until.get(r.route[0], 0.0) - now)
-             for r in rows if r.ready]
+def stale(rows: Iterable[Observed], now: float, timing: Timing, answered_until: Mapping[str, float]) -> bool:
+    """Whether the registry must be read again: a worker is due, or one still starting was
+    last read a heartbeat ago (its first beat marks it ready, and beats notify nobody)."""
+    rows = list(rows)
+    return bool(due(rows, now, timing, answered_until)) or any(
+        not r.ready and now - r.read_at >= timing.heartbeat for r in rows)
+
+
+def next_check_in(rows: Iterable[Observed], now: float, timing: Timing, answered_until: Mapping[str, float],
+                  ceiling: float) -> float:
+    """Seconds until the registry is `stale` (0 if it is), at most `ceiling`."""
+    waits = [max(timing.late_after - r.age_at(now), answered_until.get(r.route[0], 0.0) - now) if r.ready
+             else timing.heartbeat - (now - r.read_at) for r in rows]
     return max(0.0, min([ceiling, *waits]))
 
 

@@ -112,9 +112,9 @@ class RegistryWatcher:
         return dead
 
     def _check_late(self, conn) -> None:
-        """Probe the late workers; remove the routes and rows of those that do not answer."""
-        late = liveness.due(self._rows, time.monotonic(), self.timing, self._answered_until)
-        if not late:
+        """Probe the late workers; remove the routes and rows of those that do not answer.
+        Reads the registry first if what the edge knows is stale (beats do not notify)."""
+        if not liveness.stale(self._rows, time.monotonic(), self.timing, self._answered_until):
             return
         self._observe(conn)  # a fresh look: most late beats are only a little late
         late = liveness.due(self._rows, time.monotonic(), self.timing, self._answered_until)
@@ -171,7 +171,7 @@ class RegistryWatcher:
         next_gc = time.monotonic() + self.gc_interval
         while not stop.is_set() and alive():
             now = time.monotonic()
-            wait = liveness.next_due_in(self._rows, now, self.timing, self._answered_until,
+            wait = liveness.next_check_in(self._rows, now, self.timing, self._answered_until,
                                         ceiling=min(TICK_S, max(0.0, next_gc - now)))
             ready, _, _ = select.select([conn], [], [], wait)
             if ready:

@@ -181,7 +181,12 @@ class NetnsHost:
         return _netns_pids(self.name)
 
     def kill_all(self, sig: int = signal.SIGKILL) -> list[int]:
-        """Send `sig` to every process in the namespace (SIGKILL: the host died); their pids."""
+        """Send `sig` to every process in the namespace (SIGKILL: the host died); their pids.
+
+        SIGKILL freezes them all first (SIGSTOP), so none sees another die: a gunicorn master
+        must not run its child_exit cleanup for a worker killed a moment before it."""
+        if sig == signal.SIGKILL:
+            _kill_pids(self.name, signal.SIGSTOP)
         pids = _kill_pids(self.name, sig)
         for proc in self._processes:  # reap, so none stays a zombie of ours
             with contextlib.suppress(subprocess.TimeoutExpired):

@@ -43,29 +43,38 @@ def test_age_grows_with_time_since_the_read():
     assert liveness.due([r], 100.7, H1, {}) == [r.route]
 
 
-def test_next_due_in_is_when_the_first_becomes_late_capped():
-    rows = [row("w1", 0.5), row("w2", 0.9), row("w3", 5.0, ready=False)]
-    assert liveness.next_due_in(rows, 100.0, H1, {}, ceiling=0.5) == pytest.approx(0.2)
-    assert liveness.next_due_in(rows, 100.0, H1, {}, ceiling=0.1) == pytest.approx(0.1)
-    assert liveness.next_due_in([], 100.0, H1, {}, ceiling=0.5) == 0.5
-    assert liveness.next_due_in([row("w1", 2.0)], 100.0, H1, {}, ceiling=0.5) == 0.0
-    assert liveness.next_due_in([row("w1", 2.0)], 100.0, H1, {"w1": 100.3}, ceiling=0.5) == pytest.approx(0.3)
+def test_next_check_in_is_when_the_first_becomes_late_capped():
+    rows = [row("w1", 0.5), row("w2", 0.9)]
+    assert liveness.next_check_in(rows, 100.0, H1, {}, ceiling=0.5) == pytest.approx(0.2)
+    assert liveness.next_check_in(rows, 100.0, H1, {}, ceiling=0.1) == pytest.approx(0.1)
+    assert liveness.next_check_in([], 100.0, H1, {}, ceiling=0.5) == 0.5
+    assert liveness.next_check_in([row("w1", 2.0)], 100.0, H1, {}, ceiling=0.5) == 0.0
+    assert liveness.next_check_in([row("w1", 2.0)], 100.0, H1, {"w1": 100.3}, ceiling=0.5) == pytest.approx(0.3)
+
+
+def test_a_starting_worker_is_read_again_every_heartbeat_never_probed():
+    """Its first beat (which marks it ready) notifies nobody: only reading again shows it."""
+    starting = row("w1", 5.0, ready=False, read_at=100.0)
+    assert liveness.due([starting], 101.5, H1, {}) == []
+    assert not liveness.stale([starting], 100.5, H1, {})
+    assert liveness.stale([starting], 101.0, H1, {})
+    assert liveness.next_check_in([starting], 100.4, H1, {}, ceiling=5.0) == pytest.approx(0.6)
 
 
 @given(st.lists(st.tuples(st.floats(0, 10), st.booleans(), st.floats(0, 2)), max_size=8),
        st.floats(0.1, 10))
-def test_waiting_next_due_in_never_skips_a_due_worker(specs, heartbeat):
-    """Property: nothing is due before the wait ends, and after it something is (or the ceiling hit)."""
+def test_waiting_next_check_in_never_misses_a_stale_registry(specs, heartbeat):
+    """Property: nothing is stale before the wait ends, and after it something is (or the ceiling hit)."""
     timing = Timing.for_heartbeat(heartbeat)
     rows = [row(f"w{i}", age, ready) for i, (age, ready, _) in enumerate(specs)]
     answered = {f"w{i}": 100.0 + extra for i, (_, _, extra) in enumerate(specs)}
     ceiling = 0.5
-    wait = liveness.next_due_in(rows, 100.0, timing, answered, ceiling)
+    wait = liveness.next_check_in(rows, 100.0, timing, answered, ceiling)
     assert 0.0 <= wait <= ceiling
     if wait > 1e-6:
-        assert liveness.due(rows, 100.0 + wait * 0.999, timing, answered) == []
+        assert not liveness.stale(rows, 100.0 + wait * 0.999, timing, answered)
     if wait < ceiling:
-        assert liveness.due(rows, 100.0 + wait + 1e-6, timing, answered) != []
+        assert liveness.stale(rows, 100.0 + wait + 1e-6, timing, answered)
 
 
 def test_split():
