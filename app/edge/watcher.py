@@ -34,13 +34,17 @@ CONNECT_TIMEOUT_S = 2
 
 OBSERVE_SQL = ("SELECT id, host, port, extract(epoch FROM now() - heartbeat_at)::float8, ready_at IS NOT NULL "
                "FROM bokeh_workers WHERE heartbeat_at > now() - make_interval(secs => %s) ORDER BY id")
-# Only while still late: a worker that beat since the probe keeps its row.
-DELETE_LATE_SQL = ("DELETE FROM bokeh_workers WHERE id = %s AND heartbeat_at < now() - make_interval(secs => %s) "
-                   "RETURNING id")
+# Only if it has not beaten since the probe began (%s seconds ago): then it is alive.
+DELETE_UNREVIVED_SQL = ("DELETE FROM bokeh_workers WHERE id = %s AND heartbeat_at < now() - make_interval(secs => %s) "
+                        "RETURNING id")
 
 
 def fetch_routes(conn, ttl_seconds: float) -> list[Route]:
     return [(w.name, w.host, w.port) for w in live_workers_dbapi(conn, ttl_seconds)]
+
+
+def _describe(dead: dict[Route, str]) -> str:
+    return ", ".join(f"{n} ({h}:{p}, {verdict})" for (n, h, p), verdict in dead.items())
 
 
 def worker_id(route: Route) -> int:
@@ -52,7 +56,7 @@ class RegistryWatcher:
 
     def __init__(self, database_url: str, ttl_seconds: float, on_routes: Callable[[list[Route]], object],
                  heartbeat_seconds: float = 5.0,
-                 probe_all: Callable[[Sequence[Route], float], dict[Route, bool]] = liveness.probe_all) -> None:
+                 probe_all: Callable[[Sequence[Route], Timing], dict[Route, str]] = liveness.probe_all) -> None:
         self.database_url = database_url
         self.ttl_seconds = ttl_seconds
         self.on_routes = on_routes
@@ -62,9 +66,9 @@ class RegistryWatcher:
         self.routes: list[Route] = []  # what nginx routes now
         self._rows: list[Observed] = []
         self._answered_until: dict[str, float] = {}
-        # Workers found dead whose rows may still be read (the database was away): not routed
-        # again unless they beat again.
-        self._dead: set[str] = set()
+        # Workers found dead -> when the probe that found them began: not routed again unless
+        # they beat after it (their row may outlive them, or the database was away).
+        self._dead: dict[str, float] = {}
 
     def _connect(self):
         conn = psycopg2.connect(self.database_url, connect_timeout=CONNECT_TIMEOUT_S)
@@ -98,18 +102,19 @@ class RegistryWatcher:
                           for wid, host, port, age, ready in cur.fetchall()]
         names = {r.route[0] for r in self._rows}
         self._answered_until = {n: t for n, t in self._answered_until.items() if n in names}
-        self._dead = {r.route[0] for r in self._rows if r.route[0] in self._dead and r.age > self.timing.late_after}
+        self._dead = {r.route[0]: self._dead[r.route[0]] for r in self._rows
+                      if r.route[0] in self._dead and not liveness.revived(r, self._dead[r.route[0]])}
         self._publish([r.route for r in self._rows if r.route[0] not in self._dead])
 
-    def _probe(self, routes: Sequence[Route]) -> list[Route]:
-        """Probe `routes`; remember who answered; return the dead ones."""
-        alive, dead = liveness.split(self.probe_all(routes, self.timing.probe_timeout))
+    def _probe(self, routes: Sequence[Route]) -> dict[Route, str]:
+        """Probe `routes`; remember who answered; return the others with their verdicts."""
+        verdicts = self.probe_all(routes, self.timing)
+        alive, dead = liveness.split(verdicts)
         again = time.monotonic() + self.timing.reprobe_after
         for route in alive:
             self._answered_until[route[0]] = again
-            self._dead.discard(route[0])
-        self._dead.update(r[0] for r in dead)
-        return dead
+            self._dead.pop(route[0], None)
+        return {r: verdicts[r] for r in dead}
 
     def _check_late(self, conn) -> None:
         """Probe the late workers; remove the routes and rows of those that do not answer.
@@ -117,29 +122,41 @@ class RegistryWatcher:
         if not liveness.stale(self._rows, time.monotonic(), self.timing, self._answered_until):
             return
         self._observe(conn)  # a fresh look: most late beats are only a little late
-        late = liveness.due(self._rows, time.monotonic(), self.timing, self._answered_until)
-        dead = self._probe(late) if late else []
+        began = time.monotonic()
+        late = liveness.due(self._rows, began, self.timing, self._answered_until)
+        dead = self._probe(late) if late else {}
         if not dead:
             return
-        self._publish([r for r in self.routes if r not in dead])
+        others = liveness.siblings(dead, self._rows)
+        if others:
+            dead.update({r: v for r, v in self._probe(others).items() if v == liveness.UNREACHABLE})
+        for route in dead:
+            self._dead[route[0]] = began
+        # Read again, which routes the rest: one that beat since the probe began is alive.
+        self._observe(conn)
+        dead = {r: v for r, v in dead.items() if r[0] in self._dead}
+        if not dead:
+            return
         with conn.cursor() as cur:
             for route in dead:
-                cur.execute(DELETE_LATE_SQL, (worker_id(route), self.timing.late_after))
+                cur.execute(DELETE_UNREVIVED_SQL, (worker_id(route), time.monotonic() - began))
                 if cur.fetchone() is not None:
                     terminate_backends_dbapi(cur, worker_id(route))
-        log.warning("edge: removed worker(s) %s: heartbeat late and no answer to a probe",
-                    ", ".join(f"{n} ({h}:{p})" for n, h, p in dead))
+        log.warning("edge: removed worker(s) %s: no answer to a probe", _describe(dead))
 
     def _without_database(self, stop: threading.Event, alive: Callable[[], bool], seconds: float) -> None:
         """Wait `seconds` for the next connection attempt, probing the routes meanwhile."""
         until = time.monotonic() + seconds
         while not stop.is_set() and alive():
             if self.routes:
+                began = time.monotonic()
                 dead = self._probe(self.routes)
+                for route in dead:
+                    self._dead[route[0]] = began
                 if dead:
                     self._publish([r for r in self.routes if r not in dead])
                     log.warning("edge: removed worker(s) %s without the database: no answer to a probe",
-                                ", ".join(f"{n} ({h}:{p})" for n, h, p in dead))
+                                _describe(dead))
             remaining = until - time.monotonic()
             if remaining <= 0:
                 return

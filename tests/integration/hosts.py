@@ -142,7 +142,7 @@ class TwoHosts:
 
     def gone(self, worker: str) -> bool:
         """nginx has no route for `worker` any more (a request to it may hang until then)."""
-        return self.answer(worker, timeout=0.2) == 404
+        return self.answer(worker, timeout=0.1) == 404
 
     def routes_file(self) -> str:
         return (self.base / "edge" / "workers.conf").read_text()

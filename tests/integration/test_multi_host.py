@@ -14,12 +14,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from app.edge.liveness import Timing
 from app.loadtest.site_client import ConnectionClosed, EmbeddedPage, SiteClient
 from tests.integration.helpers import DEMO_PASSWORD, wait_until
 from tests.integration.hosts import HEARTBEAT_S, TwoHosts
 
 # The issue's bound for a lost host's routes.
 ROUTES_GONE_S = 2 * HEARTBEAT_S
+# A stuck worker gets STALL_GRACE_S to answer (a busy or GC-paused loop is not a lost worker):
+# with the tests' 1 s heartbeat that is 3.1 s, plus the reload and our polling (production: 9 s < 2 H).
+STUCK_GONE_S = Timing.for_heartbeat(HEARTBEAT_S).silent_within + 1.0
 # A cut host's websockets: nginx closes one silent for 15 s (pings every 5 s); generous.
 CUT_SOCKET_CLOSED_S = 30.0
 
@@ -166,7 +170,7 @@ def test_a_lost_hosts_routes_go_within_two_heartbeats_and_its_chart_comes_back_o
     assert not set(a_workers) & set(hosts.registered()), "the lost host's rows are still in the registry"
 
 
-def test_a_stopped_workers_route_goes_within_two_heartbeats_and_comes_back_when_it_resumes(hosts):
+def test_a_stopped_workers_route_goes_after_its_grace_and_comes_back_when_it_resumes(hosts):
     victim, other = sorted(hosts.workers_of(hosts.a))
     pid = hosts.registered()[victim][2]
     started = time.monotonic()
@@ -174,7 +178,7 @@ def test_a_stopped_workers_route_goes_within_two_heartbeats_and_comes_back_when_
     try:
         removed = wait_gone(hosts, [victim], started)
         report("SIGSTOPped worker's route gone", removed)
-        assert removed <= ROUTES_GONE_S, f"took {removed:.2f} s"
+        assert removed <= STUCK_GONE_S, f"took {removed:.2f} s"
         assert victim not in hosts.registered()
         assert hosts.routed(other), "the host's other worker lost its route too"
     finally:
