@@ -44,6 +44,7 @@ class TwoHosts:
         self.env: dict[str, str] = {}
         self.edge: subprocess.Popen | None = None
         self.gunicorn: dict[str, subprocess.Popen] = {}
+        self.used = False  # a test ran on it: host a may be broken, restore() before the next
 
     # start / stop ---------------------------------------------------------------------
     def start(self) -> "TwoHosts":

@@ -31,7 +31,6 @@ CUT_SOCKET_CLOSED_S = 30.0
 @pytest.fixture(scope="module")
 def two_hosts(output_dir) -> TwoHosts:
     hosts = TwoHosts(output_dir / "hosts-logs").start()
-    hosts.used = False
     yield hosts
     hosts.stop()
 
