@@ -64,6 +64,7 @@ class RegistryWatcher:
         self.timing = Timing.for_heartbeat(heartbeat_seconds)
         self.probe_all = probe_all
         self.routes: list[Route] = []  # what nginx routes now
+        self._published = False
         self._rows: list[Observed] = []
         self._answered_until: dict[str, float] = {}
         # Workers found dead -> when the probe that found them began: not routed again unless
@@ -78,7 +79,10 @@ class RegistryWatcher:
         return conn
 
     def _publish(self, routes: list[Route]) -> None:
-        self.routes = sorted(routes)
+        routes = sorted(routes)
+        if routes == self.routes and self._published:
+            return  # the registry is read often (late beats); nginx hears only of changes
+        self.routes, self._published = routes, True
         self.on_routes(list(self.routes))
 
     def _collect_garbage(self, conn) -> None:
