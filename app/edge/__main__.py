@@ -35,7 +35,8 @@ def main() -> int:
         signal.signal(sig, lambda *_: stop.set())
     nginx.start()
     log.info("edge: nginx listening on %s (config %s)", listen, nginx.conf)
-    watcher = RegistryWatcher(settings.database_url, settings.registry_ttl_seconds, nginx.apply_routes)
+    watcher = RegistryWatcher(settings.database_url, settings.registry_ttl_seconds, nginx.apply_routes,
+                              heartbeat_seconds=settings.registry_heartbeat_seconds)
     try:
         watcher.run(stop, alive=lambda: nginx.process is not None and nginx.process.poll() is None)
     finally:

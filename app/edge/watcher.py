@@ -1,20 +1,25 @@
 """The registry watcher: LISTEN on the registry channel and hand nginx the live routes.
 
-It also deletes rows whose heartbeat is older than the TTL, so a host that died as a whole
-disappears from the routes too. After a lost database connection it re-reads the registry,
-since notifications sent meanwhile are gone."""
+It also notices lost workers quickly (app/edge/liveness.py): a ready worker whose heartbeat
+is late is probed directly, and one that does not answer loses its route at once and its
+registry row (so Flask stops choosing it) with its database sessions. Rows whose heartbeat is
+older than the TTL are deleted too (the backstop). After a lost database connection it
+re-reads the registry, since notifications sent meanwhile are gone; while the database is
+gone it keeps the last routes, probes them all, and drops those that do not answer."""
 from __future__ import annotations
 
 import logging
 import select
 import threading
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import psycopg2
 
 from app.channels import REGISTRY_CHANNEL
-from app.edge.nginx import Route
+from app.edge import liveness
+from app.edge.liveness import Observed, Route, Timing
+from app.models import worker_name
 from app.serving.registry import live_workers_dbapi, terminate_backends_dbapi
 
 log = logging.getLogger(__name__)
@@ -22,28 +27,63 @@ log = logging.getLogger(__name__)
 # Registry changes often come in bursts (a restart of all workers): gather them first.
 DEBOUNCE_S = 0.05
 RECONNECT_BACKOFF_S = (0.5, 1, 2, 5)
+# The longest the loop sleeps: how soon it sees `stop` and a dead nginx.
+TICK_S = 0.5
+# psycopg2's minimum; a database host that vanished must not hold the edge's loop for long.
+CONNECT_TIMEOUT_S = 2
+
+OBSERVE_SQL = ("SELECT id, host, port, extract(epoch FROM now() - heartbeat_at)::float8, ready_at IS NOT NULL "
+               "FROM bokeh_workers WHERE heartbeat_at > now() - make_interval(secs => %s) ORDER BY id")
+# Only if it has not beaten since the probe began (%s seconds ago): then it is alive.
+DELETE_UNREVIVED_SQL = ("DELETE FROM bokeh_workers WHERE id = %s AND heartbeat_at < now() - make_interval(secs => %s) "
+                        "RETURNING id")
 
 
 def fetch_routes(conn, ttl_seconds: float) -> list[Route]:
     return [(w.name, w.host, w.port) for w in live_workers_dbapi(conn, ttl_seconds)]
 
 
+def _describe(dead: dict[Route, str]) -> str:
+    return ", ".join(f"{n} ({h}:{p}, {verdict})" for (n, h, p), verdict in dead.items())
+
+
+def worker_id(route: Route) -> int:
+    return int(route[0].lstrip("w"))
+
 
 class RegistryWatcher:
     """LISTEN for registry changes and hand the live routes to `on_routes`."""
 
-    def __init__(self, database_url: str, ttl_seconds: float, on_routes: Callable[[list[Route]], object]) -> None:
+    def __init__(self, database_url: str, ttl_seconds: float, on_routes: Callable[[list[Route]], object],
+                 heartbeat_seconds: float = 5.0,
+                 probe_all: Callable[[Sequence[Route], Timing], dict[Route, str]] = liveness.probe_all) -> None:
         self.database_url = database_url
         self.ttl_seconds = ttl_seconds
         self.on_routes = on_routes
         self.gc_interval = ttl_seconds / 2
+        self.timing = Timing.for_heartbeat(heartbeat_seconds)
+        self.probe_all = probe_all
+        self.routes: list[Route] = []  # what nginx routes now
+        self._published = False
+        self._rows: list[Observed] = []
+        self._answered_until: dict[str, float] = {}
+        # Workers found dead -> when the probe that found them began: not routed again unless
+        # they beat after it (their row may outlive them, or the database was away).
+        self._dead: dict[str, float] = {}
 
     def _connect(self):
-        conn = psycopg2.connect(self.database_url)
+        conn = psycopg2.connect(self.database_url, connect_timeout=CONNECT_TIMEOUT_S)
         conn.set_session(autocommit=True)
         with conn.cursor() as cur:
             cur.execute(f"LISTEN {REGISTRY_CHANNEL}")
         return conn
+
+    def _publish(self, routes: list[Route]) -> None:
+        routes = sorted(routes)
+        if routes == self.routes and self._published:
+            return  # the registry is read often (late beats); nginx hears only of changes
+        self.routes, self._published = routes, True
+        self.on_routes(list(self.routes))
 
     def _collect_garbage(self, conn) -> None:
         """Remove workers whose heartbeat stopped (their host died or was cut off), and end
@@ -52,10 +92,79 @@ class RegistryWatcher:
             cur.execute("DELETE FROM bokeh_workers WHERE heartbeat_at < now() - make_interval(secs => %s) RETURNING id",
                         (self.ttl_seconds,))
             gone = [row[0] for row in cur.fetchall()]
-            for worker_id in gone:
-                terminate_backends_dbapi(cur, worker_id)
+            for wid in gone:
+                terminate_backends_dbapi(cur, wid)
             if gone:
                 log.info("edge: removed worker(s) %s whose heartbeat stopped", ", ".join(f"w{i}" for i in gone))
+
+    def _observe(self, conn) -> None:
+        """Read the registry and route every live row."""
+        with conn.cursor() as cur:
+            cur.execute(OBSERVE_SQL, (self.ttl_seconds,))
+            now = time.monotonic()
+            self._rows = [Observed((worker_name(wid), host, port), age, ready, now)
+                          for wid, host, port, age, ready in cur.fetchall()]
+        names = {r.route[0] for r in self._rows}
+        self._answered_until = {n: t for n, t in self._answered_until.items() if n in names}
+        self._dead = {r.route[0]: self._dead[r.route[0]] for r in self._rows
+                      if r.route[0] in self._dead and not liveness.revived(r, self._dead[r.route[0]])}
+        self._publish([r.route for r in self._rows if r.route[0] not in self._dead])
+
+    def _probe(self, routes: Sequence[Route]) -> dict[Route, str]:
+        """Probe `routes`; remember who answered; return the others with their verdicts."""
+        verdicts = self.probe_all(routes, self.timing)
+        alive, dead = liveness.split(verdicts)
+        again = time.monotonic() + self.timing.reprobe_after
+        for route in alive:
+            self._answered_until[route[0]] = again
+            self._dead.pop(route[0], None)
+        return {r: verdicts[r] for r in dead}
+
+    def _check_late(self, conn) -> None:
+        """Probe the late workers; remove the routes and rows of those that do not answer.
+        Reads the registry first if what the edge knows is stale (beats do not notify)."""
+        if not liveness.stale(self._rows, time.monotonic(), self.timing, self._answered_until):
+            return
+        self._observe(conn)  # a fresh look: most late beats are only a little late
+        began = time.monotonic()
+        late = liveness.due(self._rows, began, self.timing, self._answered_until)
+        dead = self._probe(late) if late else {}
+        if not dead:
+            return
+        others = liveness.siblings(dead, self._rows)
+        if others:
+            dead.update({r: v for r, v in self._probe(others).items() if v == liveness.UNREACHABLE})
+        for route in dead:
+            self._dead[route[0]] = began
+        # Read again, which routes the rest: one that beat since the probe began is alive.
+        self._observe(conn)
+        dead = {r: v for r, v in dead.items() if r[0] in self._dead}
+        if not dead:
+            return
+        with conn.cursor() as cur:
+            for route in dead:
+                cur.execute(DELETE_UNREVIVED_SQL, (worker_id(route), time.monotonic() - began))
+                if cur.fetchone() is not None:
+                    terminate_backends_dbapi(cur, worker_id(route))
+        log.warning("edge: removed worker(s) %s: no answer to a probe", _describe(dead))
+
+    def _without_database(self, stop: threading.Event, alive: Callable[[], bool], seconds: float) -> None:
+        """Wait `seconds` for the next connection attempt, probing the routes meanwhile."""
+        until = time.monotonic() + seconds
+        while not stop.is_set() and alive():
+            if self.routes:
+                began = time.monotonic()
+                dead = self._probe(self.routes)
+                for route in dead:
+                    self._dead[route[0]] = began
+                if dead:
+                    self._publish([r for r in self.routes if r not in dead])
+                    log.warning("edge: removed worker(s) %s without the database: no answer to a probe",
+                                _describe(dead))
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                return
+            stop.wait(min(remaining, self.timing.offline_every))
 
     def run(self, stop: threading.Event, alive: Callable[[], bool] = lambda: True) -> None:
         attempt = 0
@@ -66,7 +175,7 @@ class RegistryWatcher:
                 delay = RECONNECT_BACKOFF_S[min(attempt, len(RECONNECT_BACKOFF_S) - 1)]
                 log.warning("edge: registry unreachable (%s); retrying in %s s", str(exc).strip(), delay)
                 attempt += 1
-                stop.wait(delay)
+                self._without_database(stop, alive, delay)
                 continue
             attempt = 0
             try:
@@ -79,16 +188,20 @@ class RegistryWatcher:
     def _watch(self, conn, stop: threading.Event, alive: Callable[[], bool]) -> None:
         # Anything may have changed while we were not listening: start from a full read.
         self._collect_garbage(conn)
-        self.on_routes(fetch_routes(conn, self.ttl_seconds))
+        self._observe(conn)
         next_gc = time.monotonic() + self.gc_interval
         while not stop.is_set() and alive():
-            ready, _, _ = select.select([conn], [], [], 0.5)
+            now = time.monotonic()
+            wait = liveness.next_check_in(self._rows, now, self.timing, self._answered_until,
+                                        ceiling=min(TICK_S, max(0.0, next_gc - now)))
+            ready, _, _ = select.select([conn], [], [], wait)
             if ready:
                 conn.poll()
                 time.sleep(DEBOUNCE_S)
                 conn.poll()
                 conn.notifies.clear()
-                self.on_routes(fetch_routes(conn, self.ttl_seconds))
+                self._observe(conn)
+            self._check_late(conn)
             if time.monotonic() >= next_gc:
                 self._collect_garbage(conn)
                 next_gc = time.monotonic() + self.gc_interval

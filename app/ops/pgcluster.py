@@ -2,7 +2,8 @@
 
 Uses the machine's PostgreSQL binaries. initdb and postgres refuse to run as root, so as
 root they run as the `postgres` system user, with a data directory that user owns.
-The cluster listens on 127.0.0.1 only and trusts local connections: it is for one
+The cluster listens on 127.0.0.1 (plus any `listen_addresses` given, for app hosts in network
+namespaces, trusted from `trusted_networks` only) and trusts those connections: it is for one
 developer's machine or one test run, never for production.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pwd
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Sequence
 
 # Four workers x (pool of 50 + control + Flask threads) plus tests and tools: see README.
 DEFAULT_MAX_CONNECTIONS = 400
@@ -73,19 +75,22 @@ def private_dir(preferred: Path) -> Path:
 class PostgresCluster:
     """initdb (once), start, create databases, stop."""
 
-    def __init__(self, base_dir: Path, port: int, *, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+    def __init__(self, base_dir: Path, port: int, *, max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 listen_addresses: Sequence[str] = (), trusted_networks: Sequence[str] = ()) -> None:
         self.base_dir = Path(base_dir)
         self.data_dir = self.base_dir / "data"
         self.log_file = self.base_dir / "postgres.log"
         self.port = port
         self.max_connections = max_connections
+        self.listen_addresses = ["127.0.0.1", *listen_addresses]
+        self.trusted_networks = list(trusted_networks)
         self.bin_dir = find_bin_dir()
 
-    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def _run(self, *args: str, check: bool = True, input_text: str | None = None) -> subprocess.CompletedProcess:
         cmd = list(args)
         if _as_root():
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        out = subprocess.run(cmd, capture_output=True, text=True, cwd="/")
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd="/", input=input_text)
         if check and out.returncode != 0:
             raise PostgresUnavailable(f"{' '.join(args[:2])} failed: {out.stderr.strip() or out.stdout.strip()}")
         return out
@@ -99,7 +104,8 @@ class PostgresCluster:
         if not (self.data_dir / "PG_VERSION").exists():
             self._run(str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
                       "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8")
-        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.base_dir} "
+        self._trust_networks()
+        options = (f"-p {self.port} -c listen_addresses={','.join(self.listen_addresses)} -k {self.base_dir} "
                    f"-c max_connections={self.max_connections} -c fsync=off -c full_page_writes=off "
                    # Counts executions per statement: how the tests and `make bench` prove coalescing.
                    "-c shared_preload_libraries=pg_stat_statements")
@@ -107,6 +113,18 @@ class PostgresCluster:
                   "-o", options, "-w", "-t", "60", "start")
         self.ensure_role(APP_ROLE)
         return self
+
+    def _trust_networks(self) -> None:
+        """pg_hba lines for the extra networks (initdb's file trusts only local connections)."""
+        if not self.trusted_networks:
+            return
+        hba = self.data_dir / "pg_hba.conf"
+        lines = hba.read_text().splitlines()
+        for network in self.trusted_networks:
+            line = f"host all all {network} trust"
+            if line not in lines:
+                lines.append(line)
+        self._run("tee", str(hba), input_text="\n".join(lines) + "\n")
 
     def psql(self, sql: str, dbname: str = "postgres") -> str:
         out = self._run(str(self.bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",

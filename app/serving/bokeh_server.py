@@ -34,8 +34,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Bokeh's own default (37 s) keeps idle websockets under nginx's 60 s proxy_read_timeout.
-KEEP_ALIVE_MS = 37_000
+# A websocket ping every 5 s: the edge's nginx closes a chart's websocket after 15 s without
+# a byte from its worker (nginx/worker_route.template), so a chart whose host was cut off
+# re-embeds elsewhere within ~15 s instead of hanging. Cost: a round of 2000 pings and their
+# pongs took ~75 ms of server CPU (tornado, measured on the shared 2-core machine), so 2000
+# idle sessions per host cost ~1.5% of a core at 5 s (Bokeh's default 37 s: 0.2%, but a cut
+# chart would hang for a minute). Pinging more often buys little: most of nginx's 15 s is the
+# 10 s a loop busy with a burst of sessions may stay silent.
+KEEP_ALIVE_MS = 5_000
 # A session nobody connected to (page closed before the websocket opened) is dropped after
 # 15 s, checked every 5 s: long queries of abandoned pages do not linger.
 CHECK_UNUSED_MS = 5_000
