@@ -16,6 +16,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_blueprints(app)
     register_error_handlers(app)
     register_security_headers(app)
+    register_metrics(app)
     return app
 
 
@@ -60,6 +61,12 @@ def register_blueprints(app: Flask) -> None:
 
 def register_security_headers(app: Flask) -> None:
     from app.web.headers import init_app
+
+    init_app(app)
+
+
+def register_metrics(app: Flask) -> None:
+    from app.web.metrics import init_app
 
     init_app(app)
 

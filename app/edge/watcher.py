@@ -13,6 +13,7 @@ from typing import Callable
 
 import psycopg2
 
+from app import metrics
 from app.channels import REGISTRY_CHANNEL
 from app.edge.nginx import Route
 from app.serving.registry import live_workers_dbapi, terminate_backends_dbapi
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 # Registry changes often come in bursts (a restart of all workers): gather them first.
 DEBOUNCE_S = 0.05
 RECONNECT_BACKOFF_S = (0.5, 1, 2, 5)
+# What the registry's trigger sends (migration 0001): a bounded label.
+REGISTRY_OPS = frozenset({"INSERT", "DELETE", "UPDATE"})
 
 
 def fetch_routes(conn, ttl_seconds: float) -> list[Route]:
@@ -87,6 +90,8 @@ class RegistryWatcher:
                 conn.poll()
                 time.sleep(DEBOUNCE_S)
                 conn.poll()
+                for notice in conn.notifies:  # the trigger's payload is TG_OP; anything else is 'other'
+                    metrics.REGISTRY_CHANGES.labels(notice.payload if notice.payload in REGISTRY_OPS else "other").inc()
                 conn.notifies.clear()
                 self.on_routes(fetch_routes(conn, self.ttl_seconds))
             if time.monotonic() >= next_gc:

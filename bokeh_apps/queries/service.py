@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import asyncpg
 
-from app import access
+from app import access, metrics
 from bokeh_apps.queries import rows
 from bokeh_apps.queries.coalescer import Coalescer, LocalRun, QueryFailed
 from bokeh_apps.queries.slots import WorkerSlots
@@ -140,12 +140,17 @@ class QueryService:
             progress.run = run
             run.listeners.append(progress.changed)
 
+        queued = time.monotonic()
         async with self.user_queue.turn(spec.user_id, spec.limit, progress.moved):
+            metrics.USER_QUEUE_WAIT_SECONDS.labels(spec.dashboard).observe(time.monotonic() - queued)
             progress.moved(0)
             return await self.coalescer.get(spec.key, lambda run: self._execute(run, spec), spec.cache_ttl, attach)
 
     async def _execute(self, run: LocalRun, spec: QuerySpec) -> Sequence[Any]:
+        queued = time.monotonic()
         await self.slots.acquire(run.set_queued)
+        started, outcome = time.monotonic(), "ok"
+        metrics.SLOT_WAIT_SECONDS.labels(spec.dashboard).observe(started - queued)
         try:
             run.set_running()
             async with self.pool.acquire() as conn:
@@ -156,11 +161,17 @@ class QueryService:
                     snapshot = await conn.fetchval("SELECT pg_current_snapshot()::text")
                     return rows.Result(await conn.fetch(spec.sql, *spec.args), snapshot)
         except asyncio.CancelledError:
+            outcome = None
             raise
         except Exception as exc:
+            outcome = "error"
+            if isinstance(exc, asyncpg.QueryCanceledError):
+                metrics.STATEMENT_TIMEOUTS.labels(spec.dashboard).inc()
             # The user sees a sentence; the log keeps what really happened, with its SQLSTATE.
             log.warning("query %r of %s failed: %s: %s (SQLSTATE %s)", spec.label, spec.dashboard,
                         type(exc).__name__, exc, getattr(exc, "sqlstate", None))
             raise QueryFailed(describe_error(exc, self.statement_timeout_s)) from exc
         finally:
             self.slots.release()
+            if outcome is not None:
+                metrics.QUERY_SECONDS.labels(spec.dashboard, outcome).observe(time.monotonic() - started)
