@@ -34,9 +34,9 @@ def address_allowed(addresses: Iterable[str | None], networks: Sequence[str]) ->
             address = ipaddress.ip_address((raw or "").strip())
         except ValueError:
             return False
-        if getattr(address, "ipv4_mapped", None):
-            address = address.ipv4_mapped
-        if not any(address in network for network in allowed):
+        # An IPv4 client of a dual-stack listener reads ::ffff:a.b.c.d: either form may be listed.
+        forms = [address] + ([address.ipv4_mapped] if getattr(address, "ipv4_mapped", None) else [])
+        if not any(form in network for form in forms for network in allowed):
             return False
         seen = True
     return seen
