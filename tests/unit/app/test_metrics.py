@@ -83,3 +83,22 @@ def test_reset_directory_creates_it_and_removes_only_old_metric_files(tmp_path):
 def test_serve_refuses_an_address_without_a_port(listen):
     with pytest.raises(ValueError, match="127.0.0.1:9108"):
         metrics.serve(listen)
+
+
+def test_the_grafana_dashboard_shows_every_metric_and_only_metrics_that_exist():
+    import json
+    import re
+
+    board = json.loads((ROOT / "docker" / "grafana" / "happiness.json").read_text())
+    exprs = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+    used = {name for e in exprs for name in re.findall(r"\bhappiness_\w+", e)}
+    exported = set()
+    for c in COLLECTORS:
+        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"], "gauge": [""]}[c._type]
+        exported |= {c._name + s for s in suffixes}
+    assert used <= exported, used - exported
+    shown = {re.sub(r"_(total|bucket|count|sum)$", "", u) for u in used}
+    assert {c._name for c in COLLECTORS} - shown == set()
+    for e in exprs:  # counters and histograms are read as rates, never raw
+        assert ("_total" not in e and "_bucket" not in e and "_count" not in e) or "rate(" in e or "increase(" in e, e
+    assert all("histogram_quantile(" in e for e in exprs if "_bucket" in e)
