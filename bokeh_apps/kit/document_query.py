@@ -24,8 +24,8 @@ from bokeh.models import Button, Div, Label, Plot, UIElement
 from app import metrics
 from bokeh_apps.kit import runtime
 from bokeh_apps.kit.live import LiveView
-from bokeh_apps.queries.entries import Entry
 from bokeh_apps.queries.coalescer import QueryFailed
+from bokeh_apps.queries.entries import Entry
 from bokeh_apps.queries.service import RUNNING, QuerySpec
 from bokeh_apps.queries.viewer import SessionInfo
 

@@ -75,11 +75,10 @@ class FakeDoc:
 
 def test_batches_arriving_while_an_update_waits_join_it():
     import datetime as dt
+    from types import SimpleNamespace
 
     from bokeh_apps.kit.live import LiveView
     from bokeh_apps.queries.entries import Entry
-    from types import SimpleNamespace
-
     from bokeh_apps.queries.viewer import SessionInfo
 
     async def scenario():
