@@ -34,7 +34,7 @@ control_socket_disable = True
 
 
 def on_starting(server):
-    hooks.check_settings()
+    hooks.master_starting()
 
 
 def post_worker_init(worker):

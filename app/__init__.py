@@ -17,6 +17,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_blueprints(app)
     register_error_handlers(app)
     register_security_headers(app)
+    register_metrics(app)
     return app
 
 
@@ -69,6 +70,12 @@ def register_blueprints(app: Flask) -> None:
 
 def register_security_headers(app: Flask) -> None:
     from app.web.headers import init_app
+
+    init_app(app)
+
+
+def register_metrics(app: Flask) -> None:
+    from app.web.metrics import init_app
 
     init_app(app)
 

@@ -5,6 +5,7 @@ builds its `Settings` from the same environment, so they agree on secrets and po
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, fields
 from typing import Mapping
@@ -76,6 +77,13 @@ class Settings:
     login_failures_per_account: int = 5
     login_failures_per_address: int = 20
     login_window_seconds: int = 900
+    # Where gunicorn's workers keep their metrics (prometheus-client's multiprocess files);
+    # the process starting gunicorn sets it (make run: under its run dir; compose: a tmpfs).
+    prometheus_multiproc_dir: str = ""
+    # Who may read /metrics without logging in as an admin: addresses or networks. Loopback
+    # only by default: a Prometheus on the same host (or an SSH tunnel) works out of the box,
+    # anything further needs naming, since the metrics describe the site's load and users.
+    metrics_allowed_addresses: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 
     @property
     def is_dev(self) -> bool:
@@ -133,6 +141,9 @@ class Settings:
             login_failures_per_account=_int(env, "LOGIN_FAILURES_PER_ACCOUNT", 5, 1, 10000),
             login_failures_per_address=_int(env, "LOGIN_FAILURES_PER_ADDRESS", 20, 1, 100000),
             login_window_seconds=_int(env, "LOGIN_WINDOW_SECONDS", 900, 1, 86400),
+            prometheus_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR", "").strip(),
+            metrics_allowed_addresses=_networks(env.get("METRICS_ALLOWED_ADDRESSES"), "METRICS_ALLOWED_ADDRESSES",
+                                                ("127.0.0.0/8", "::1/128")),
         )
         settings.validate()
         return settings
@@ -165,6 +176,8 @@ class Settings:
                 value = f"{value[0]}-{value[1]}"
             elif f.name == "public_hosts":
                 value = ",".join(value)
+            elif f.name == "metrics_allowed_addresses":
+                value = ",".join(value) or "none"
             elif f.name == "query_cache_ttl":
                 value = ",".join(f"{k}={v:g}" for k, v in value)
             elif isinstance(value, bool):
@@ -220,6 +233,22 @@ def _port_range(raw: str) -> tuple[int, int]:
         raise ConfigError(f"BOKEH_PORT_RANGE must lie within 1024-65535 with low <= high, got {raw!r}")
     return lo, hi
 
+
+def _networks(raw: str | None, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """'10.0.0.5,192.168.0.0/24,::1' -> normalized networks; empty or unset: `default`.
+    'none' allows no address (admins only)."""
+    if raw is None or not raw.strip():
+        return default
+    if raw.strip().lower() == "none":
+        return ()
+    out = []
+    for item in (i.strip() for i in raw.split(",") if i.strip()):
+        try:
+            out.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ConfigError(f"{name} must list addresses or networks like 127.0.0.1,10.0.0.0/8, "
+                              f"got {item[:60]!r}") from None
+    return tuple(out)
 
 
 def _cache_ttl(raw: str) -> tuple[tuple[str, float], ...]:

@@ -2,21 +2,30 @@
 
 It renders nginx.conf, starts nginx as its child, then follows the registry: on every change
 it re-renders the worker routes, checks them with `nginx -t` and reloads nginx. Stopping this
-process stops nginx."""
+process stops nginx.
+
+Its metrics (registry changes, nginx reloads) are served on EDGE_METRICS_LISTEN (host:port),
+not through the gunicorn workers' PROMETHEUS_MULTIPROC_DIR: the edge may run on another host
+(docker compose), and on the same host its files would race the master's wipe of that directory."""
 from __future__ import annotations
 
-import logging
 import os
-import signal
-import sys
-import tempfile
-import threading
-from pathlib import Path
 
-from app import logs
-from app.config import Settings
-from app.edge.nginx import NginxServer
-from app.edge.watcher import RegistryWatcher
+# Before anything imports prometheus_client: this process counts on its own (see above), even
+# when it inherits the workers' directory (make run shares one environment).
+os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+
+import logging  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from app import logs, metrics  # noqa: E402
+from app.config import Settings  # noqa: E402
+from app.edge.nginx import NginxServer  # noqa: E402
+from app.edge.watcher import RegistryWatcher  # noqa: E402
 
 log = logging.getLogger("app.edge")
 
@@ -35,6 +44,10 @@ def main() -> int:
         signal.signal(sig, lambda *_: stop.set())
     nginx.start()
     log.info("edge: nginx listening on %s (config %s)", listen, nginx.conf)
+    metrics_listen = os.environ.get("EDGE_METRICS_LISTEN", "").strip()
+    if metrics_listen:
+        metrics.serve(metrics_listen)
+        log.info("edge: metrics on http://%s/metrics", metrics_listen)
     watcher = RegistryWatcher(settings.database_url, settings.registry_ttl_seconds, nginx.apply_routes,
                               heartbeat_seconds=settings.registry_heartbeat_seconds)
     try:

@@ -18,6 +18,8 @@ import bokeh
 import panel
 from jinja2 import Template
 
+from app import metrics
+
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,12 +129,14 @@ class NginxServer:
         result = self.check()
         if result.returncode != 0:
             log.error("edge: rejected routes (nginx -t): %s", result.stderr.strip())
+            metrics.NGINX_RELOADS.labels("rejected").inc()
             if previous is not None:
                 self.routes_file.write_text(previous)
             return False
         self._routes_text = text
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGHUP)
+            metrics.NGINX_RELOADS.labels("ok").inc()
         log.info("edge: routes now %s", ", ".join(f"{n}->{h}:{p}" for n, h, p in routes) or "(none)")
         return True
 

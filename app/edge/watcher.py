@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 import psycopg2
 
+from app import metrics
 from app.channels import REGISTRY_CHANNEL
 from app.edge import liveness
 from app.edge.liveness import Observed, Route, Timing
@@ -37,6 +38,8 @@ OBSERVE_SQL = ("SELECT id, host, port, extract(epoch FROM now() - heartbeat_at):
 # Only if it has not beaten since the probe began (%s seconds ago): then it is alive.
 DELETE_UNREVIVED_SQL = ("DELETE FROM bokeh_workers WHERE id = %s AND heartbeat_at < now() - make_interval(secs => %s) "
                         "RETURNING id")
+# What the registry's trigger sends (migration 0001): a bounded label.
+REGISTRY_OPS = frozenset({"INSERT", "DELETE", "UPDATE"})
 
 
 def fetch_routes(conn, ttl_seconds: float) -> list[Route]:
@@ -199,6 +202,8 @@ class RegistryWatcher:
                 conn.poll()
                 time.sleep(DEBOUNCE_S)
                 conn.poll()
+                for notice in conn.notifies:  # the trigger's payload is TG_OP; anything else is 'other'
+                    metrics.REGISTRY_CHANGES.labels(notice.payload if notice.payload in REGISTRY_OPS else "other").inc()
                 conn.notifies.clear()
                 self._observe(conn)
             self._check_late(conn)

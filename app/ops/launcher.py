@@ -82,12 +82,20 @@ class Site:
 
     def __init__(self, env: Mapping[str, str], run_dir: Path | None = None, log_dir: Path | None = None) -> None:
         self.env = dict(env)
-        self.settings = Settings.from_env(self.env)
         self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix="happiness-edge-"))
         self.log_dir = log_dir
         self.edge: subprocess.Popen | None = None
         self.gunicorn: subprocess.Popen | None = None
         self.env.setdefault("EDGE_RUN_DIR", str(self.run_dir))
+        # The workers' metrics files (gunicorn's master empties the directory on start), and the
+        # edge's own metrics endpoint, on loopback (app.metrics).
+        self.env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(self.run_dir / "metrics"))
+        self.env.setdefault("EDGE_METRICS_LISTEN", f"127.0.0.1:{free_port()}")
+        self.settings = Settings.from_env(self.env)
+
+    @property
+    def edge_metrics_url(self) -> str:
+        return f"http://{self.env['EDGE_METRICS_LISTEN']}/metrics"
 
     @property
     def url(self) -> str:
@@ -183,6 +191,8 @@ def banner(site: Site) -> str:
         lines.append(f"  Demo logins (password '{DEMO_PASSWORD}'):")
         lines += [f"    {u:<6} {r}{' of ' + t if t else ''}" for u, r, t in DEMO_USERS]
         lines.append("")
+    lines.append(f"  Metrics (Prometheus text; from this host, or as admin): {site.url}/metrics; "
+                 f"the edge's: {site.edge_metrics_url}")
     lines.append(f"  Ctrl-C stops everything; `kill -HUP {os.getpid()}` rolls the workers without downtime.")
     return "\n".join(lines)
 

@@ -22,7 +22,7 @@ from tornado.ioloop import IOLoop
 from tornado.log import access_log
 from tornado.web import HTTPError
 
-from app import access, logs, tokens
+from app import access, logs, metrics, tokens
 from app.config import Settings
 from app.serving.embed import TOKEN_HEADER
 from app.serving.heartbeat import Heartbeat, WorkerFigures
@@ -252,7 +252,13 @@ class EmbeddedBokehServer:
         log.info("Bokeh server %s serving on %s:%s", self.reservation.name, self.reservation.host, self.reservation.port)
 
     def session_count_fn(self) -> int:
-        return self.session_count
+        """Sessions held now, for the heartbeat; also the sessions-open gauge, per dashboard."""
+        if self._server is None:
+            return 0
+        counts = {path.strip("/"): len(ctx.sessions) for path, ctx in self._server._tornado.applications.items()}
+        for dashboard, count in counts.items():
+            metrics.SESSIONS_OPEN.labels(self.reservation.name, dashboard).set(count)
+        return sum(counts.values())
 
     async def _shutdown(self) -> None:
         if self._server is not None:

@@ -1,12 +1,14 @@
 """What gunicorn's hooks do, as plain tested functions (gunicorn.conf.py calls one each).
 
-- master, on start:        check_settings()       fail fast on bad config, before forking
+- master, on start:        master_starting()      check_settings(): fail fast on bad config, before
+                                                  forking; empty the workers' metrics directory
 - worker, after app load:  worker_started()        start_worker_services(): reserve a port, start this
                                                   worker's Bokeh server (if it cannot, retry in the
                                                   background: Flask serves); leave_registry_on_term()
 - worker, on SIGTERM:      (the handler above)     out of the registry: no new pages during the drain
 - worker, on clean exit:   stop_worker_services()  stop it and drop the registry row
-- master, child died:      forget_worker(pid)      drop the row of a worker that could not (SIGKILL)
+- master, child died:      forget_worker(pid)      drop the row of a worker that could not (SIGKILL),
+                                                  and its live gauges (prometheus-client)
 """
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.pool import NullPool
 
-from app import logs
-from app.config import Settings
+from app import logs, metrics
+from app.config import ConfigError, Settings
 from app.database import make_engine
 from app.serving.bokeh_server import EmbeddedBokehServer
 from app.serving.registry import PortRegistry, Reservation
@@ -39,6 +41,18 @@ _services: WorkerServices | None = None
 
 def check_settings() -> Settings:
     return Settings.from_env()
+
+
+def master_starting() -> Settings:
+    """gunicorn's on_starting (the master, before any worker): check the settings, and empty the
+    metrics directory of a previous run. Without one each worker would count on its own and
+    /metrics would show whichever worker answered, so gunicorn does not start."""
+    settings = check_settings()
+    if not settings.prometheus_multiproc_dir or metrics.multiprocess_dir() != settings.prometheus_multiproc_dir:
+        raise ConfigError("PROMETHEUS_MULTIPROC_DIR must name a directory for the workers' metrics, set before "
+                          "gunicorn starts (make run and docker-compose.yml set one)")
+    metrics.reset_directory(settings.prometheus_multiproc_dir)
+    return settings
 
 
 def registry_for(settings: Settings) -> PortRegistry:
@@ -105,6 +119,7 @@ def _start(settings: Settings) -> WorkerServices:
             log.warning("could not release the registry row of %s", reservation.name)
         raise
     _services = WorkerServices(registry, reservation, server)
+    metrics.BOKEH_SERVERS.labels(reservation.name).set(1)
     log.info("worker %s: Bokeh server %s on %s:%s", os.getpid(), reservation.name, reservation.host, reservation.port)
     return _services
 
@@ -148,13 +163,15 @@ def stop_worker_services() -> None:
     # Out of the registry first (its open charts reconnect elsewhere when the server below
     # closes them).
     _leave(services)
+    metrics.BOKEH_SERVERS.labels(services.reservation.name).set(0)
     services.server.stop()
     for sock in services.reservation.sockets:
         sock.close()
 
 
 def forget_worker(pid: int) -> int:
-    """Remove the registry row of a dead child; returns how many rows went."""
+    """Remove the registry row of a dead child, and its live gauges; returns how many rows went."""
+    metrics.forget_process(pid)
     try:
         return registry_for(Settings.from_env()).release_pid(pid)
     except Exception:  # the master must survive a database outage; the TTL reclaims later

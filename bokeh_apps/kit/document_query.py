@@ -21,7 +21,7 @@ from bokeh.events import ConnectionLost
 from bokeh.layouts import row
 from bokeh.models import Button, Div, Label, Plot, UIElement
 
-from app import logs
+from app import logs, metrics
 from bokeh_apps.kit import runtime
 from bokeh_apps.kit.live import LiveView
 from bokeh_apps.queries.coalescer import AdminCancelled, QueryFailed
@@ -56,6 +56,7 @@ class DocumentQuery:
         self.doc = doc
         self.info = info
         self.label = label
+        self._built: float | None = time.monotonic()  # until the first chart: time to chart
         # Said in the chart when its query returns no rows, instead of a blank plot.
         self.empty_note = None
         if chart is not None:
@@ -95,6 +96,8 @@ class DocumentQuery:
             self._run(sql, args, apply)
 
     def _run(self, sql: str, args: Sequence[Any], apply: Callable[[Sequence[Any]], None]) -> None:
+        if self.running:
+            self._count_cancel("replaced")
         self.cancel()
         if self.live is not None:
             self.live.pause()
@@ -128,17 +131,21 @@ class DocumentQuery:
             self.button.update(label="Run again", visible=True)
             self._show(state, text)
 
-    def stop(self) -> None:
+    def stop(self, cause: str = "session_destroyed") -> None:
         """Cancel the query only: safe outside the document lock, and on a destroyed session."""
         if self.running:
+            self._count_cancel(cause)
             self._pending.cancel()
+
+    def _count_cancel(self, cause: str) -> None:
+        metrics.QUERY_CANCELLED.labels(self.info.claims.dashboard, cause).inc()
 
     def _on_connection_lost(self, _event: Any) -> None:
         # Called outside the document lock (a model change here raises inside Bokeh's
         # websocket close handler, which then never detaches the connection): stop the
         # query now, update the document on the next tick.
         if self.running:
-            self.stop()
+            self.stop("page_closed")
             self._later(lambda: self._finish(CANCELLED, "Query cancelled: the page was closed."))
 
     def _later(self, callback: Callable[[], None]) -> None:
@@ -159,6 +166,7 @@ class DocumentQuery:
 
     def _on_button(self) -> None:
         if self.running:
+            self._count_cancel("button")
             self.cancel(CANCELLED, "Query cancelled.")
         elif self._last is not None:
             sql, args, apply = self._last
@@ -190,6 +198,9 @@ class DocumentQuery:
 
         def _apply() -> None:
             apply(result)
+            if self._built is not None:
+                metrics.TIME_TO_CHART_SECONDS.labels(spec.dashboard).observe(time.monotonic() - self._built)
+                self._built = None
             self._note_empty(len(result) == 0)
             self._finish(DONE, f"{self.label}: {elapsed:.1f} s")
             if self.live is not None:

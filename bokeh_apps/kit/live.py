@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 from bokeh.document import Document
 from bokeh.models import Div
 
-from app import logs
+from app import logs, metrics
 from bokeh_apps.queries.entries import RECENT_S, Entry, visible_to
 from bokeh_apps.queries.snapshot import Snapshot
 from bokeh_apps.queries.viewer import SessionInfo
@@ -106,6 +106,7 @@ class LiveView:
         self.doc = doc
         self.session = doc.session_context.id if doc.session_context is not None else None  # for the logs
         self.scope = info.scope
+        self._dashboard = info.claims.dashboard
         self._router = router
         self._on_entries = on_entries
         self._wants = wants
@@ -182,6 +183,10 @@ class LiveView:
         while len(self._applied) > APPLIED_MEMORY:
             self._applied_ids.discard(self._applied.popleft())
         self._on_entries(sorted(fresh, key=lambda e: (e.created_at, e.id)))
+        metrics.LIVE_UPDATES.labels(self._dashboard).inc()
+        applied, latency = time.time(), metrics.LIVE_LATENCY_SECONDS.labels(self._dashboard)
+        for e in fresh:  # created_at: the writing transaction's start, on the database's clock
+            latency.observe(applied - e.created_at.timestamp())
         self.updates += 1
         self._router.updates += 1
         self._updated_at = time.monotonic()

@@ -202,7 +202,7 @@ class WorkerRuntime:
             await asyncio.sleep(SWEEP_EVERY_S)
             for query in list(self._queries):
                 if query.running and query.orphaned:
-                    query.stop()
+                    query.stop("session_destroyed")
 
     # the database side ----------------------------------------------------------------
     async def _purge(self) -> None:

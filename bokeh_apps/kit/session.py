@@ -7,7 +7,7 @@ from bokeh.document import Document
 from bokeh.layouts import column
 from bokeh.models import UIElement
 
-from app import access
+from app import access, metrics
 from app.tokens import SessionClaims
 from bokeh_apps.kit import runtime
 from bokeh_apps.queries.viewer import SessionInfo
@@ -18,6 +18,7 @@ __all__ = ["SessionInfo", "add_dashboard", "session_info", "worker_tags"]
 def session_info(doc: Document, dashboard: str) -> SessionInfo:
     """Claims from the token payload, re-authorized here: the apps do not trust the page."""
     runtime.current().sessions_created += 1
+    metrics.SESSIONS_CREATED.labels(runtime.current().worker, dashboard).inc()
     # The page reconnects a lost session itself, on a live worker (app/web/static/dashboard.js):
     # Bokeh's own retry could only reach the worker that held the session, and its banner
     # would contradict the page's.

@@ -29,6 +29,7 @@ from typing import Any, Awaitable, Callable, Sequence
 
 import asyncpg
 
+from app import metrics
 from bokeh_apps.queries import rows
 from bokeh_apps.queries.notifications import Notifications
 
@@ -124,6 +125,8 @@ class Coalescer:
         if run is None:
             run = self._runs[key] = LocalRun(key)
             run.task = asyncio.get_running_loop().create_task(self._lifecycle(run, execute, ttl))
+        else:
+            metrics.QUERY_SHARED.labels("local").inc()
         run.refs += 1
         if on_run is not None:
             on_run(run)
@@ -174,6 +177,8 @@ class Coalescer:
         try:
             while True:
                 row = await self.pool.fetchrow(CLAIM_SQL, run.key, self.worker_id)
+                if row["role"] in ("cached", "follower"):
+                    metrics.QUERY_SHARED.labels("cached" if row["role"] == "cached" else "remote").inc()
                 if row["role"] == "cached":
                     self._resolve(run, row["payload"], row["error"])
                     return

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from bokeh.util.token import get_session_id
 
-from app import access, logs, tokens
+from app import access, logs, metrics, tokens
 from app.channels import prefetch_channel
 from bokeh_apps.queries.notifications import Notifications
 from bokeh_apps.queries.service import Progress, QueryService, QuerySpec
@@ -52,6 +52,7 @@ class Prefetched:
     key: str
     future: "concurrent.futures.Future[Any]"
     progress: Progress
+    dashboard: str = ""
 
 
 class Prefetcher:
@@ -107,13 +108,14 @@ class Prefetcher:
             progress = self.queries.progress(spec)
             with logs.session(session_id):  # the query's task, and its log lines, name the session
                 future = asyncio.run_coroutine_threadsafe(self.queries.run(spec, progress), loop)
-            self._waiting[session_id] = Prefetched(spec.key, future, progress)
+            self._waiting[session_id] = Prefetched(spec.key, future, progress, spec.dashboard)
         loop.call_later(self.grace_s, self._expire, session_id)
 
     def _expire(self, session_id: str) -> None:
         with self._lock:
             entry = self._waiting.pop(session_id, None)
         if entry is not None and entry.future.cancel():
+            metrics.QUERY_CANCELLED.labels(entry.dashboard, "prefetch_unclaimed").inc()
             with logs.session(session_id):
                 log.info("prefetched query cancelled: its session did not open within %g s", self.grace_s)
 

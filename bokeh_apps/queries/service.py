@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import asyncpg
 
-from app import access, channels
+from app import access, channels, metrics
 from bokeh_apps.queries import rows
 from bokeh_apps.queries.coalescer import Coalescer, LocalRun, QueryFailed
 from bokeh_apps.queries.slots import WorkerSlots
@@ -142,7 +142,9 @@ class QueryService:
 
         key = spec.key
         info = TicketInfo(spec.dashboard, spec.label, key, spec.cache_ttl)  # what the admin console shows
+        queued = time.monotonic()
         async with self.user_queue.turn(spec.user_id, spec.limit, progress.moved, info):
+            metrics.USER_QUEUE_WAIT_SECONDS.labels(spec.dashboard).observe(time.monotonic() - queued)
             progress.moved(0)
             return await self.coalescer.get(key, lambda run: self._execute(run, spec), spec.cache_ttl, attach)
 
@@ -161,7 +163,10 @@ class QueryService:
         return stopped
 
     async def _execute(self, run: LocalRun, spec: QuerySpec) -> Sequence[Any]:
+        queued = time.monotonic()
         await self.slots.acquire(run.set_queued)
+        started, outcome = time.monotonic(), "ok"
+        metrics.SLOT_WAIT_SECONDS.labels(spec.dashboard).observe(started - queued)
         try:
             run.set_running()
             async with self.pool.acquire() as conn:
@@ -172,11 +177,17 @@ class QueryService:
                     snapshot = await conn.fetchval("SELECT pg_current_snapshot()::text")
                     return rows.Result(await conn.fetch(spec.sql, *spec.args), snapshot)
         except asyncio.CancelledError:
+            outcome = None
             raise
         except Exception as exc:
+            outcome = "error"
+            if isinstance(exc, asyncpg.QueryCanceledError):
+                metrics.STATEMENT_TIMEOUTS.labels(spec.dashboard).inc()
             # The user sees a sentence; the log keeps what really happened, with its SQLSTATE.
             log.warning("query %r of %s failed: %s: %s (SQLSTATE %s)", spec.label, spec.dashboard,
                         type(exc).__name__, exc, getattr(exc, "sqlstate", None))
             raise QueryFailed(describe_error(exc, self.statement_timeout_s)) from exc
         finally:
             self.slots.release()
+            if outcome is not None:
+                metrics.QUERY_SECONDS.labels(spec.dashboard, outcome).observe(time.monotonic() - started)

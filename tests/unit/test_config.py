@@ -252,3 +252,21 @@ def test_query_settings_defaults_and_parsing():
 def test_query_cache_ttl_must_be_name_equals_seconds(raw):
     with pytest.raises(ConfigError, match="QUERY_CACHE_TTL must look like"):
         Settings.from_env({"APP_ENV": "dev", "DATABASE_URL": "postgresql://x/y", "QUERY_CACHE_TTL": raw})
+
+
+def test_metrics_settings_defaults_parsing_and_round_trip():
+    s = Settings.from_env(prod_env())
+    assert s.metrics_allowed_addresses == ("127.0.0.0/8", "::1/128") and s.prometheus_multiproc_dir == ""
+    s = Settings.from_env(prod_env(METRICS_ALLOWED_ADDRESSES=" 10.1.2.3, 192.168.0.7/24 ,::1",
+                                   PROMETHEUS_MULTIPROC_DIR=" /run/metrics "))
+    assert s.metrics_allowed_addresses == ("10.1.2.3/32", "192.168.0.0/24", "::1/128")
+    assert s.prometheus_multiproc_dir == "/run/metrics"
+    assert Settings.from_env(s.as_env()) == s
+    closed = Settings.from_env(prod_env(METRICS_ALLOWED_ADDRESSES="none"))
+    assert closed.metrics_allowed_addresses == () and Settings.from_env(closed.as_env()) == closed
+
+
+@pytest.mark.parametrize("raw", ["localhost", "10.0.0.0/33", "300.1.1.1", "10.0.0.1;rm", "*"])
+def test_metrics_allowed_addresses_must_be_addresses_or_networks(raw):
+    with pytest.raises(ConfigError, match="METRICS_ALLOWED_ADDRESSES must list"):
+        Settings.from_env(prod_env(METRICS_ALLOWED_ADDRESSES=raw))

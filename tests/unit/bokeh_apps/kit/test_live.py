@@ -76,6 +76,7 @@ class FakeDoc:
 
 def test_batches_arriving_while_an_update_waits_join_it():
     import datetime as dt
+    from types import SimpleNamespace
 
     from bokeh_apps.kit.live import LiveView
     from bokeh_apps.queries.entries import Entry
@@ -84,7 +85,7 @@ def test_batches_arriving_while_an_update_waits_join_it():
     async def scenario():
         router = LiveRouter(asyncio.get_running_loop())
         doc, applied = FakeDoc(), []
-        view = LiveView(doc, SessionInfo(claims=None, scope={"team_id": 1}), router, applied.append)
+        view = LiveView(doc, SessionInfo(claims=SimpleNamespace(dashboard="team"), scope={"team_id": 1}), router, applied.append)
         view.start("100:100:")  # the chart's result: every transaction below 100 is in it
         doc.callbacks.clear()
         now = dt.datetime.now(dt.timezone.utc)
