@@ -96,7 +96,9 @@ class TwoHosts:
                 "DATABASE_URL": self.pg.url("hosts").replace("127.0.0.1", host.gateway),
                 "GUNICORN_BIND": f"{host.address}:{GUNICORN_PORT}",
                 "BOKEH_HOST": host.address,
-                "BOKEH_BIND_ADDRESS": host.address}
+                "BOKEH_BIND_ADDRESS": host.address,
+                # Each host's gunicorn sums its own workers' metrics, as on separate machines.
+                "PROMETHEUS_MULTIPROC_DIR": str(self.base / f"metrics-{host.label}")}
 
     def start_edge(self) -> None:
         self.edge = subprocess.Popen([sys.executable, "-m", "app.edge"], cwd=ROOT, env=self.env,
