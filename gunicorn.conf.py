@@ -1,16 +1,19 @@
-"""gunicorn settings for the site. Hooks are one line each; the logic is in app/hooks.py."""
+"""gunicorn settings for the site. Hooks are one line each; the logic is in app/serving/hooks.py."""
 import os
 
 from app import logs
 from app.serving import hooks
 
+# The site's validated settings (app/config.py): a bad or missing value stops gunicorn here,
+# naming the variable, before any worker starts.
+settings = hooks.check_settings()
 wsgi_app = "wsgi:app"
-bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
+bind = settings.gunicorn_bind
+workers = settings.web_concurrency
 # gthread: Flask requests on threads, the Bokeh server on its own daemon thread and loop.
 # Not gevent/eventlet: Tornado does not survive their monkey-patching.
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+threads = settings.gunicorn_threads
 # A worker takes a connection only when a thread is free for it, and closes it after the
 # response: the shared listen socket is then the queue, and an idle worker serves the next
 # request. gthread's default (accept up to 1000, keep them alive) let one worker take 104
