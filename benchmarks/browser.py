@@ -27,8 +27,11 @@ import random
 import sys
 import urllib.request
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import quote, urlencode
+
+from app.loadtest.accounts import DEV_LOADTEST_PASSWORD, ensure_accounts, username
 
 CHROMIUM = "/usr/bin/chromium"
 # The flags the browser tests use here (tests/browser/conftest.py): no sandbox in containers,
@@ -41,6 +44,8 @@ TARGET_S = 1.0  # issue 12: login to chart at most 1.0 s plus the query time
 RUNS = 10
 TIMEOUT_MS = 30_000
 HEADING = "## Login to chart in a real browser"
+PREFIX, USERS = "browser", 10  # its own accounts: a login per run, round-robin
+OUT = Path(__file__).resolve().parent.parent / "build" / "bench"  # as make bench writes its reports
 
 # Installed before any page script: timestamps (page clock, ms) of every websocket's creation,
 # open and frames, so the websocket part of the time can be told from the rest.
@@ -379,12 +384,23 @@ def markdown(result: dict, info: dict) -> str:
     return "\n".join(lines)
 
 
+def scenario(url: str, database_url: str, password: str, *, runs: int = RUNS,
+             command: str = "make bench ARGS='--scenarios browser'") -> tuple[dict, str]:
+    """The scenario against a running site: its accounts made, the runs, build/bench/browser.json; the
+    result and its section of docs/benchmarks.md."""
+    ensure_accounts(database_url, USERS, prefix=PREFIX, password=password)
+    result = run_browser(url, [username(PREFIX, i) for i in range(1, USERS + 1)], password, runs)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "browser.json").write_text(json.dumps(result, indent=2) + "\n")
+    info = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": command}
+    return result, markdown(result, info)
+
+
 def main(argv: list[str] | None = None) -> int:
-    from app.loadtest.accounts import DEV_LOADTEST_PASSWORD, username
-    from benchmarks.bench import OUT, PREFIX, USERS, Bench  # the site and accounts, as make bench makes them
+    from benchmarks.bench import Bench  # the site as make bench makes it; imported here: bench imports us
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.browser", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", help="a running site whose bench-NNN load-test accounts exist")
+    parser.add_argument("--url", help="a running site (set DATABASE_URL too: the scenario makes its accounts)")
     parser.add_argument("--password", default=os.environ.get("LOADTEST_PASSWORD", DEV_LOADTEST_PASSWORD))
     parser.add_argument("--runs", type=int, default=RUNS)
     parser.add_argument("--timeout", type=float, default=600.0)
@@ -392,15 +408,13 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args)
     try:
         bench.start()
-        bench.prepare()
-        result = run_browser(bench.url, [username(PREFIX, i) for i in range(1, USERS + 1)], args.password, args.runs)
+        if not bench.database_url:
+            raise SystemExit("with --url, set DATABASE_URL: the scenario makes its accounts in the site's database")
+        _, text = scenario(bench.url, bench.database_url, args.password, runs=args.runs,
+                           command="python -m benchmarks.browser" + (f" {' '.join(argv)}" if argv else ""))
     finally:
         bench.stop()
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "browser.json").write_text(json.dumps(result, indent=2) + "\n")
-    info = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "command": "python -m benchmarks.browser" + (f" {' '.join(argv)}" if argv else "")}
-    print(markdown(result, info))
+    print(text)
     return 0
 
 

@@ -50,6 +50,7 @@ QUIET_S = 5.0  # after the last chart: patches still in flight, the workers' all
 # Bokeh destroys a closed session after UNUSED_LIFETIME_MS (15 s), checked every 5 s (app/serving/bokeh_server.py).
 DESTROYED_S = 25.0
 HEADING = "## Memory per open idle session"
+OUT = Path(__file__).resolve().parent.parent / "build" / "bench"  # as make bench writes its reports
 
 
 # -- pure parts ----------------------------------------------------------------------------------
@@ -271,7 +272,8 @@ def markdown(result: dict, info: dict) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, w in r["workers"].items():
         lines.append(f"| {name} | {w['pid']} | {w['sessions']} | {_mb(w['rss_before_mb'])} MB | "
-                     f"{_mb(w['rss_after_mb'])} MB | {_mb(w['rss_mb_per_session'], 3)} | {_mb(w['pss_before_mb'])} MB | "
+                     f"{_mb(w['rss_after_mb'])} MB | {_mb(w['rss_mb_per_session'], 3)} | "
+                     f"{_mb(w['pss_before_mb'])} MB | "
                      f"{_mb(w['pss_after_mb'])} MB | {_mb(w['pss_mb_per_session'], 3)} | "
                      f"{_mb(w.get('rss_after_close_mb'))} MB |")
     lines += ["", "Before: after a warm-up of a few sessions per worker, closed and destroyed. After: "
@@ -281,8 +283,19 @@ def markdown(result: dict, info: dict) -> str:
     return "\n".join(lines)
 
 
+def scenario(url: str, database_url: str, password: str, *, sessions: int = SESSIONS, dashboard: str = DASHBOARD,
+             timeout: float = 120.0, command: str = "make bench ARGS='--scenarios memory'") -> tuple[dict, str]:
+    """The scenario against a running site (its workers found in the registry): build/bench/memory.json;
+    the result and its section of docs/benchmarks.md."""
+    result = run_memory(url, database_url, password, sessions=sessions, dashboard=dashboard, timeout=timeout)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "memory.json").write_text(json.dumps(result, indent=2) + "\n")
+    info = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": command}
+    return result, markdown(result, info)
+
+
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.bench import OUT, Bench  # the site as make bench makes it; imported here: bench imports us
+    from benchmarks.bench import Bench  # the site as make bench makes it; imported here: bench imports us
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="a running site (set DATABASE_URL too: the workers' pids are in its registry)")
@@ -296,15 +309,12 @@ def main(argv: list[str] | None = None) -> int:
         bench.start()
         if not bench.database_url:
             raise SystemExit("with --url, set DATABASE_URL: the workers' pids are in the site's registry")
-        result = run_memory(bench.url, bench.database_url, args.password, sessions=args.sessions,
-                            dashboard=args.dashboard, timeout=args.timeout)
+        _, text = scenario(bench.url, bench.database_url, args.password, sessions=args.sessions,
+                           dashboard=args.dashboard, timeout=args.timeout,
+                           command="python -m benchmarks.memory" + (f" {' '.join(argv)}" if argv else ""))
     finally:
         bench.stop()
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "memory.json").write_text(json.dumps(result, indent=2) + "\n")
-    info = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "command": "python -m benchmarks.memory" + (f" {' '.join(argv)}" if argv else "")}
-    print(markdown(result, info))
+    print(text)
     return 0
 
 
