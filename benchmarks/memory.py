@@ -123,6 +123,13 @@ def raise_fd_limit(needed: int) -> int:
     return want
 
 
+def registry_sessions(database_url: str) -> dict[str, int]:
+    """Open sessions per worker as the workers report them to the registry (bokeh_workers.sessions)."""
+    with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT id, sessions FROM bokeh_workers")
+        return {worker_name(worker_id): n for worker_id, n in cur.fetchall()}
+
+
 def worker_pids(database_url: str) -> dict[str, int]:
     """The registered workers, name -> pid (bokeh_workers)."""
     with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
@@ -198,21 +205,21 @@ def _snapshot(pids: dict[str, int]) -> dict[int, dict]:
 
 
 async def _measure(url: str, database_url: str, users: list[str], password: str, dashboard: str, sessions: int,
-                   timeout: float, say) -> dict:
+                   timeout: float, say, warmup_per_worker: int, destroyed_s: float, rounds: int) -> dict:
     pids = worker_pids(database_url)
     if not pids:
         raise SystemExit("no registered workers (bokeh_workers is empty): is the site up?")
-    say(f"memory: warm-up ({WARMUP_PER_WORKER * len(pids)} sessions of {dashboard}, closed again)...")
-    warm, http, _ = await hold(url, users, password, dashboard, WARMUP_PER_WORKER * len(pids), timeout, say)
+    say(f"memory: warm-up ({warmup_per_worker * len(pids)} sessions of {dashboard}, closed again)...")
+    warm, http, _ = await hold(url, users, password, dashboard, warmup_per_worker * len(pids), timeout, say)
     await release(warm)
     http.close()
-    await asyncio.sleep(DESTROYED_S)
-    before = _snapshot(pids)
+    await asyncio.sleep(destroyed_s)
+    before, registry_before = _snapshot(pids), registry_sessions(database_url)
     say(f"memory: opening {sessions} idle sessions of {dashboard}...")
     held, http, _ = await hold(url, users, password, dashboard, sessions, timeout, say)
     try:
         await asyncio.sleep(QUIET_S)
-        after = _snapshot(pids)
+        after, registry_after = _snapshot(pids), registry_sessions(database_url)
         alive = sum(1 for r in held.readers if not r.done())
         by_worker: dict[str, int] = {}
         for s in held.sessions:
@@ -221,27 +228,44 @@ async def _measure(url: str, database_url: str, users: list[str], password: str,
         await release(held)
         http.close()
     say(f"memory: {len(held.sessions)} sessions were open ({alive} still at the reading); closed, waiting "
-        f"{DESTROYED_S:g} s for Bokeh to destroy them...")
-    await asyncio.sleep(DESTROYED_S)
-    closed = _snapshot(pids)
+        f"{destroyed_s:g} s for Bokeh to destroy them...")
+    await asyncio.sleep(destroyed_s)
+    closed, registry_closed = _snapshot(pids), registry_sessions(database_url)
     rows = per_worker(pids, before, after, by_worker)
     for name, pid in pids.items():
         kb = closed.get(pid, {}).get("rss_kb")
         rows[name]["rss_after_close_mb"] = None if kb is None else round(kb / 1024.0, 1)
+        rows[name]["registry_sessions"] = [registry_before.get(name), registry_after.get(name),
+                                           registry_closed.get(name)]
+    reopened = None
+    if rounds > 1:  # the same again: memory the first round freed is reused, or the workers grow (a leak)
+        say(f"memory: opening {sessions} sessions again...")
+        again, http, _ = await hold(url, users, password, dashboard, sessions, timeout, say)
+        try:
+            await asyncio.sleep(QUIET_S)
+            reopened = _snapshot(pids)
+        finally:
+            await release(again)
+            http.close()
+        for name, pid in pids.items():
+            kb = reopened.get(pid, {}).get("rss_kb")
+            rows[name]["rss_reopened_mb"] = None if kb is None else round(kb / 1024.0, 1)
     return {"dashboard": dashboard, "requested": sessions, "open": len(held.sessions), "alive_at_reading": alive,
             "errors": held.errors, "open_s": held.open_s, "unplaced": by_worker.get("?", 0), "workers": rows,
             "mb_per_session_rss": overall(rows.values(), "rss"), "mb_per_session_pss": overall(rows.values(), "pss"),
-            "target_mb": TARGET_MB}
+            "target_mb": TARGET_MB, "rounds": rounds}
 
 
 def run_memory(url: str, database_url: str, password: str, *, sessions: int = SESSIONS, dashboard: str = DASHBOARD,
-               timeout: float = 120.0, say=print) -> dict:
+               timeout: float = 120.0, say=print, warmup_per_worker: int = WARMUP_PER_WORKER,
+               destroyed_s: float = DESTROYED_S, rounds: int = 1) -> dict:
     """Hold `sessions` idle sessions of `dashboard` open on the site; the workers' memory per session."""
     ensure_accounts(database_url, USERS, prefix=PREFIX, password=password, query_limit=500, teams=TEAMS,
                     history_days=HISTORY_DAYS)
     raise_fd_limit(sessions + 1024)
     users = [username(PREFIX, i) for i in range(1, USERS + 1)]
-    result = asyncio.run(_measure(url, database_url, users, password, dashboard, sessions, timeout, say))
+    result = asyncio.run(_measure(url, database_url, users, password, dashboard, sessions, timeout, say,
+                                  warmup_per_worker, destroyed_s, rounds))
     mb = result["mb_per_session_rss"]
     result["verdict"] = "met" if (mb is not None and mb <= TARGET_MB and result["open"] == sessions
                                   and result["alive_at_reading"] == sessions) else "missed"
@@ -268,26 +292,33 @@ def markdown(result: dict, info: dict) -> str:
              f"Target: ≤ {r['target_mb']:g} MB per session (RSS): **{r.get('verdict', '-')}** — "
              f"{_mb(r['mb_per_session_rss'], 3)} MB per session by RSS, {_mb(r['mb_per_session_pss'], 3)} by Pss.", "",
              "| worker | pid | sessions | RSS before | RSS after | MB per session (RSS) | Pss before | Pss after | "
-             "MB per session (Pss) | RSS after closing |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "MB per session (Pss) | RSS after closing | RSS, second round | "
+             "registry sessions (before, after, closed) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, w in r["workers"].items():
         lines.append(f"| {name} | {w['pid']} | {w['sessions']} | {_mb(w['rss_before_mb'])} MB | "
                      f"{_mb(w['rss_after_mb'])} MB | {_mb(w['rss_mb_per_session'], 3)} | "
                      f"{_mb(w['pss_before_mb'])} MB | "
                      f"{_mb(w['pss_after_mb'])} MB | {_mb(w['pss_mb_per_session'], 3)} | "
-                     f"{_mb(w.get('rss_after_close_mb'))} MB |")
+                     f"{_mb(w.get('rss_after_close_mb'))} MB | {_mb(w.get('rss_reopened_mb'))} MB | "
+                     f"{', '.join(str(n) for n in w.get('registry_sessions', []))} |")
     lines += ["", "Before: after a warm-up of a few sessions per worker, closed and destroyed. After: "
                   f"{QUIET_S:g} s after the last session charted. RSS after closing: {DESTROYED_S:g} s after "
-                  "every session closed (Bokeh destroys a closed session after 15 s). "
+                  "every session closed (Bokeh destroys a closed session after 15 s). RSS, second round: the "
+                  "same number of sessions opened again (with --rounds 2): no growth means the first round's "
+                  "memory was reused, not leaked. Registry sessions: what each worker reported to "
+                  "bokeh_workers at the three readings. "
                   "Report: build/bench/memory.json (not committed).", ""]
     return "\n".join(lines)
 
 
 def scenario(url: str, database_url: str, password: str, *, sessions: int = SESSIONS, dashboard: str = DASHBOARD,
-             timeout: float = 120.0, command: str = "make bench ARGS='--scenarios memory'") -> tuple[dict, str]:
+             timeout: float = 120.0, rounds: int = 1,
+             command: str = "make bench ARGS='--scenarios memory'") -> tuple[dict, str]:
     """The scenario against a running site (its workers found in the registry): build/bench/memory.json;
     the result and its section of docs/benchmarks.md."""
-    result = run_memory(url, database_url, password, sessions=sessions, dashboard=dashboard, timeout=timeout)
+    result = run_memory(url, database_url, password, sessions=sessions, dashboard=dashboard, timeout=timeout,
+                        rounds=rounds)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "memory.json").write_text(json.dumps(result, indent=2) + "\n")
     info = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": command}
@@ -302,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--password", default=os.environ.get("LOADTEST_PASSWORD", DEV_LOADTEST_PASSWORD))
     parser.add_argument("--sessions", type=int, default=SESSIONS)
     parser.add_argument("--dashboard", default=DASHBOARD, help="my-happiness (default) or team")
+    parser.add_argument("--rounds", type=int, default=1, choices=(1, 2),
+                        help="2: open the sessions a second time after closing them (memory reused or leaked)")
     parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args(argv)
     bench = Bench(args)
@@ -310,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         if not bench.database_url:
             raise SystemExit("with --url, set DATABASE_URL: the workers' pids are in the site's registry")
         _, text = scenario(bench.url, bench.database_url, args.password, sessions=args.sessions,
-                           dashboard=args.dashboard, timeout=args.timeout,
+                           dashboard=args.dashboard, timeout=args.timeout, rounds=args.rounds,
                            command="python -m benchmarks.memory" + (f" {' '.join(argv)}" if argv else ""))
     finally:
         bench.stop()
