@@ -267,7 +267,11 @@ def static_headers(url: str) -> dict[str, dict[str, str | None]]:
 
 def run_browser(url: str, users: list[str], password: str, runs: int = RUNS) -> dict:
     """Cold and warm login-to-chart and page-to-chart against the site at `url`."""
-    from playwright.sync_api import sync_playwright  # the test extra; imported only to run
+    try:
+        from playwright.sync_api import sync_playwright  # the test extra; imported only to run
+    except ImportError as exc:
+        raise SystemExit(f"Playwright is missing ({exc}): scripts/bootstrap.sh test installs it "
+                         "(make bench does)") from None
 
     if not os.access(CHROMIUM, os.X_OK):
         raise SystemExit(f"{CHROMIUM} is missing: the browser scenario needs Debian's chromium")
