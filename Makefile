@@ -12,7 +12,8 @@ test: bootstrap-test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Benchmarks print numbers and write build/bench/*.json and docs/benchmarks.md (ARGS="--url ...").
-bench: bootstrap-run
+# The test bootstrap: the browser scenario drives Chromium through Playwright.
+bench: bootstrap-test
 	$(PY) -m benchmarks.bench $(ARGS)
 
 bootstrap-run:

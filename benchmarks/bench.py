@@ -41,6 +41,7 @@ from app.loadtest.runner import LoadConfig, run_load
 from app.ops import prestart
 from app.ops.launcher import Site, free_port
 from app.ops.pgcluster import PostgresCluster
+from benchmarks import extras
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "build" / "bench"
@@ -416,10 +417,11 @@ def parse_scenarios(text: str) -> list[str]:
     """"abcd", "b", "live", "ab,live" -> the scenario keys, in order."""
     keys: list[str] = []
     for part in (p.strip() for p in text.split(",")):
-        parts = [LIVE] if part == LIVE else list(part)
+        parts = [part] if part in (LIVE, *extras.NAMES) else list(part)
         for key in parts:
-            if key not in SCENARIOS and key != LIVE:
-                raise argparse.ArgumentTypeError(f"unknown scenario {key!r}: choose from a, b, c, d and live")
+            if key not in SCENARIOS and key not in (LIVE, *extras.NAMES):
+                raise argparse.ArgumentTypeError(f"unknown scenario {key!r}: choose from a, b, c, d, live, "
+                                                 f"{', '.join(extras.NAMES)}")
             if key not in keys:
                 keys.append(key)
     if not keys:
@@ -498,8 +500,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--password", default=os.environ.get("LOADTEST_PASSWORD", DEV_LOADTEST_PASSWORD))
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--scenarios", type=parse_scenarios, default="abcd,live",
-                        help="which of a, b, c, d and live to run, e.g. ab, live or b,live (default all)")
+    parser.add_argument("--scenarios", type=parse_scenarios, default="abcd,live,browser,memory",
+                        help="which of a, b, c, d, live, browser and memory to run, e.g. ab, live or b,memory "
+                             "(default all)")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
     args = parser.parse_args(argv)
@@ -507,6 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args)
     results: dict = {}
     live: dict | None = None
+    more: dict[str, tuple[dict, str]] = {}  # benchmarks/extras.py: result, markdown
     try:
         bench.start()
         bench.prepare()
@@ -514,6 +518,8 @@ def main(argv: list[str] | None = None) -> int:
             bench.quiet()
             if key == LIVE:
                 live = bench.live()
+            elif key in extras.NAMES:
+                more[key] = extras.run(key, bench.url, bench.database_url, args.password)
             else:
                 results[key] = bench.scenario(key, args.seconds, args.sessions)
     finally:
@@ -525,14 +531,16 @@ def main(argv: list[str] | None = None) -> int:
     marks = verdicts(results)
     if live is not None:
         marks[LIVE] = live["verdict"]
-    everything = {**results, **({LIVE: live} if live else {})}
+    marks.update({k: r["verdict"] for k, (r, _) in more.items()})
+    everything = {**results, **({LIVE: live} if live else {}), **{k: r for k, (r, _) in more.items()}}
     (OUT / "results.json").write_text(json.dumps({"info": info, "results": everything, "verdicts": marks},
                                                  indent=2) + "\n")
     if not args.no_doc:
         DOC.parent.mkdir(parents=True, exist_ok=True)
         existing = DOC.read_text() if DOC.exists() else ""
-        DOC.write_text(merge_doc(existing, write_markdown(results, info) if results else None,
-                                 live_markdown(live, info) if live else None))
+        DOC.write_text(extras.merge_sections(merge_doc(existing, write_markdown(results, info) if results else None,
+                                                       live_markdown(live, info) if live else None),
+                                             existing, {k: md for k, (_, md) in more.items()}))
     print(json.dumps({k: {"p99": r["p99"], "p99_ratio": r["p99_ratio"], "errors": r["errors"]}
                       for k, r in results.items()}))
     if live is not None:
