@@ -152,9 +152,22 @@ class RecoveringSession:
     def kind(self) -> str | None:
         return self.segments[0].kind if self.segments else None
 
-    async def open(self) -> None:
-        """Load the dashboard page and its chart; raise ClientError if the page would not show it."""
-        await self._load(await self.client.open_dashboard(self.dashboard))
+    async def open(self, *, recover: bool = False) -> None:
+        """Load the dashboard page and its chart; raise ClientError if the page would not show it.
+
+        With recover=True a chart that fails to load (the page came) is recovered as
+        dashboard.js does (`load(...).catch(() => recover())`); `live` then says whether it came."""
+        page = await self.client.open_dashboard(self.dashboard)
+        try:
+            await self._load(page)
+        except Exception as exc:
+            if not recover:
+                raise
+            fault = self.fault()
+            record = Recovery(time.monotonic(), fault[0] if fault else None, fault[1] if fault else None,
+                              page.worker, f"the first load failed: {type(exc).__name__}: {exc}"[:200])
+            self.recoveries.append(record)
+            await self._recover(record, asyncio.Event())
 
     async def _load(self, page: EmbeddedPage) -> None:
         autoload = await self.client.fetch_autoload(page)
