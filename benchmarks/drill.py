@@ -221,6 +221,7 @@ class Window:
     whole_after_s: float | None = None  # fault start -> the site whole again
     error: str | None = None
     sessions_open: int = 0
+    load_average: float = field(default_factory=lambda: round(os.getloadavg()[0], 1))  # the shared machine's
 
     def holds(self, t: float) -> bool:
         return self.started <= t < self.ended
@@ -338,7 +339,7 @@ class Drill:
             i += 1
             if len(tasks) >= MAX_PAGES_IN_FLIGHT:
                 self.pages.append(PageLoad(time.monotonic(), time.monotonic(), "-", "not attempted: "
-                                           f"{MAX_PAGES_IN_FLIGHT} page loads still in flight"))
+                                           f"{MAX_PAGES_IN_FLIGHT} page loads still waiting for the site"))
                 continue
             task = asyncio.create_task(self.page_load(rng.choice(clients), rng.choice(PAGE_DASHBOARDS)))
             tasks.add(task)
@@ -484,6 +485,10 @@ class Drill:
                            "workers_after": _count(r.worker_after for r in recs if r.worker_after)},
                 "recovery_from_fault_s": _pcts(from_fault),
                 "recovery_from_close_s": _pcts(from_close),
+                # Where a recovery's time goes: medians of the successful attempt's steps.
+                "recovery_phases_p50_s": {k: _r(nearest_rank([r.phases[k] for r in recs if k in r.phases], 50))
+                                          for k in ("embed", "autoload", "connect", "chart")},
+                "load_average_1m": w.load_average,
                 "writes": {"made": sum(1 for x in self.writes if w.holds(x.committed)),
                            "failed_attempts": sum(1 for t, _ in self.write_failures if w.holds(t))},
                 "updates": {"lost": lost, "duplicated": dup},
@@ -492,7 +497,8 @@ class Drill:
         recoveries = [{"dashboard": c.dashboard, "fault": r.fault, "lost_at_s": round(r.lost_at - t0, 3),
                        "from_fault_s": _r(r.from_fault), "from_close_s": _r(r.from_close), "attempts": r.attempts,
                        "worker_before": r.worker_before, "worker_after": r.worker_after, "reason": r.reason,
-                       "errors": r.errors, "gave_up": r.gave_up}
+                       "errors": r.errors, "gave_up": r.gave_up,
+                       "phases_s": {k: _r(v) for k, v in r.phases.items()}}
                       for c in self.charts for r in c.recoveries]
         failed_pages = [{"dashboard": p.dashboard, "started_s": round(p.started - t0, 3),
                          "ended_s": round(p.ended - t0, 3), "error": p.error} for p in self.pages if p.error]
@@ -595,8 +601,8 @@ def write_markdown(summary: dict[str, Any], info: dict[str, Any]) -> str:
         "Targets (issue 10): 0 failed page loads, 0 charts lost, 0 updates lost, recovery p99 ≤ 3 s.", "",
         "| fault | sessions open | page loads attempted / failed | charts lost websocket / recovered / lost | "
         "recovery from the fault p50 / p99 / max | from the close p50 / max | site whole after | writes made "
-        "(failed attempts) | updates lost / duplicated | targets |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "(failed attempts) | updates lost / duplicated | load average at the start | targets |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in summary["rows"]:
         rf, rc, p, ch = r["recovery_from_fault_s"], r["recovery_from_close_s"], r["page_loads"], r["charts"]
@@ -606,7 +612,7 @@ def write_markdown(summary: dict[str, Any], info: dict[str, Any]) -> str:
             f"{ch['lost_websocket']} / {ch['recovered']} / {ch['lost']} | "
             f"{_fmt(rf['p50'])} / {_fmt(rf['p99'])} / {_fmt(rf['max'])} | {_fmt(rc['p50'])} / {_fmt(rc['max'])} | "
             f"{_fmt(r['whole_after_s'])} | {r['writes']['made']} ({r['writes']['failed_attempts']}) | "
-            f"{r['updates']['lost']} / {r['updates']['duplicated']} | "
+            f"{r['updates']['lost']} / {r['updates']['duplicated']} | {r['load_average_1m']} | "
             f"{'met' if not missed else 'missed: ' + ', '.join(missed)} |")
     lines += ["", "Per fault:", ""]
     for r in summary["rows"]:
@@ -616,6 +622,11 @@ def write_markdown(summary: dict[str, Any], info: dict[str, Any]) -> str:
         if r["page_loads"]["failed"]:
             bits.append(f"failed page loads by kind {json.dumps(r['page_loads']['failures'])}, e.g. "
                         f"\"{r['page_loads']['sample']}\"")
+        phases = {k: v for k, v in r["recovery_phases_p50_s"].items() if v is not None}
+        if phases:
+            bits.append("a recovery's steps, p50: " + ", ".join(f"{k} {v:.2f} s" for k, v in phases.items()))
+        if r["page_loads"]["chart_retried"]:
+            bits.append(f"{r['page_loads']['chart_retried']} page loads needed the page's retry for their chart")
         if r["charts"]["lost"]:
             bits.append(f"charts lost (the page gave up after its last attempt): {'; '.join(r['charts']['lost_reasons'])}")
         lines.append(f"- **{r['fault']}**: " + "; ".join(b for b in bits if b) + ".")

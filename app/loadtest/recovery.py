@@ -90,6 +90,8 @@ class Recovery:
     attempts: int = 0
     errors: list[str] = field(default_factory=list)
     gave_up: str | None = None
+    # Seconds of the successful attempt's steps: embed, autoload, connect (websocket and pull), chart (query).
+    phases: dict[str, float] = field(default_factory=dict)
 
     @property
     def from_close(self) -> float | None:
@@ -138,6 +140,7 @@ class RecoveringSession:
         self.segments: list[Segment] = []
         self.recoveries: list[Recovery] = []
         self.recovering = False
+        self.phases: dict[str, float] = {}  # the last load's steps, in seconds
 
     @property
     def live(self) -> bool:
@@ -170,12 +173,16 @@ class RecoveringSession:
             await self._recover(record, asyncio.Event())
 
     async def _load(self, page: EmbeddedPage) -> None:
+        started = time.monotonic()
         autoload = await self.client.fetch_autoload(page)
         if autoload.code != 200:
             raise ClientError(f"autoload.js answered HTTP {autoload.code}", status=autoload.code)
+        loaded = time.monotonic()
         session = await asyncio.wait_for(
             LiveSession.connect(page.websocket_url, page.token, self.client.origin, self.load_timeout,
                                 resolver=self.client.resolver), self.load_timeout)
+        connected = time.monotonic()
+        self.phases = {"autoload": loaded - started, "connect": connected - loaded}
         try:
             await session.wait_for_chart(self.chart_timeout)
         except ConnectionClosed:
@@ -187,6 +194,7 @@ class RecoveringSession:
         if session.query_state != "done":
             session.close()
             raise ClientError(f"the chart's query ended {session.query_state}: {session.status_text}")
+        self.phases["chart"] = time.monotonic() - connected
         self.session = session
         tracker = session.tracker
         self.segments.append(Segment(session.worker or page.worker, time.monotonic(),
@@ -229,7 +237,11 @@ class RecoveringSession:
                     record.gave_up = "the drill ended first"
                     return
                 try:
-                    await self._load(await self._fresh())
+                    asked = time.monotonic()
+                    page = await self._fresh()
+                    embed_s = time.monotonic() - asked
+                    await self._load(page)
+                    record.phases = {"embed": embed_s, **self.phases}
                     record.back_at = self.segments[-1].opened
                     record.worker_after = self.segments[-1].worker
                     return
