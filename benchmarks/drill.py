@@ -278,25 +278,26 @@ class Drill:
                         conn = None
                         await asyncio.sleep(0.2)
                         continue
-                if pending is not None:  # did the write whose answer was lost commit?
-                    note, who, sent = pending
-                    row = await conn.fetchrow(FIND_SQL, note)
-                    if row is not None:
-                        self.writes.append(Write(row["id"], who.user_id, who.team_id, who.team, sent,
-                                                 time.monotonic(), bokeh_ms(row["created_at"])))
-                    pending = None
-                delay = start + i / self.config.write_rate - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                i += 1
-                who = rng.choice(writers)
-                note = f"drill {run} {i}"
-                sent = time.monotonic()
                 try:
-                    row = await conn.fetchrow(INSERT_SQL, who.user_id, who.team_id, rng.randint(1, 10), note)
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    self.write_failures.append((sent, f"{type(exc).__name__}"))
+                    if pending is not None:  # did the write whose answer was lost commit?
+                        note, who, sent = pending
+                        row = await conn.fetchrow(FIND_SQL, note)
+                        if row is not None:
+                            self.writes.append(Write(row["id"], who.user_id, who.team_id, who.team, sent,
+                                                     time.monotonic(), bokeh_ms(row["created_at"])))
+                        pending = None
+                    delay = start + i / self.config.write_rate - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    i += 1
+                    who = rng.choice(writers)
+                    note = f"drill {run} {i}"
+                    sent = time.monotonic()
                     pending = (note, who, sent)
+                    row = await conn.fetchrow(INSERT_SQL, who.user_id, who.team_id, rng.randint(1, 10), note)
+                    pending = None
+                except Exception as exc:  # the database went away (or asyncpg's state with it): reconnect
+                    self.write_failures.append((time.monotonic(), f"{type(exc).__name__}"))
                     if not conn.is_closed():
                         conn.terminate()
                     conn = None
