@@ -681,11 +681,12 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="happiness-drill-"))
     os.chmod(tmp, 0o755)
     cluster, site, database_url = start_site(tmp, args.out / "site-logs", functools.partial(print, flush=True))
-    drill = None
+    drill = Drill(config, site, database_url, cluster)
     try:
-        drill, summary = run_drill(config, site=site, database_url=database_url, cluster=cluster)
+        asyncio.run(drill.run())
+        summary = drill.summary()
     finally:
-        (drill.site if drill else site).stop()
+        drill.site.stop()  # the site running now: a restart fault replaces the first one
         cluster.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     info = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),

@@ -25,7 +25,8 @@ from typing import Callable, Mapping, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 from app.loadtest.live import ChartTracker, LiveSession, Update, Write
-from app.loadtest.site_client import ClientError, ConnectionClosed, EmbeddedPage, SiteClient
+from app.loadtest.runner import error_reason
+from app.loadtest.site_client import ClientError, ConnectionClosed, EmbeddedPage, SiteClient, parse_page
 
 # dashboard.js's BACKOFF_MS: the wait before each attempt; after the last one the page gives up.
 BACKOFF_S = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -160,7 +161,12 @@ class RecoveringSession:
 
         With recover=True a chart that fails to load (the page came) is recovered as
         dashboard.js does (`load(...).catch(() => recover())`); `live` then says whether it came."""
-        page = await self.client.open_dashboard(self.dashboard)
+        response = await self.client.request("GET", f"/dashboards/{self.dashboard}")
+        if response.code != 200:
+            raise ClientError(f"/dashboards/{self.dashboard} answered HTTP {response.code}"
+                              f"{': ' + reason if (reason := error_reason(response.body)) else ''}",
+                              status=response.code)
+        page = parse_page(response.code, response.body.decode())
         try:
             await self._load(page)
         except Exception as exc:
