@@ -490,6 +490,11 @@ class Drill:
                 "recovery_phases_p50_s": {k: _r(nearest_rank([r.phases[k] for r in recs if k in r.phases], 50))
                                           for k in ("embed", "autoload", "connect", "chart")},
                 "load_average_1m": w.load_average,
+                # Where the charts went back to, and how long each worker's share took (from the close).
+                "by_worker_after": {name: {"charts": len(times), "p50_s": _r(nearest_rank(times, 50)),
+                                           "max_s": _r(max(times))}
+                                    for name, times in sorted(_group((r.worker_after, r.from_close) for r in recs
+                                                                     if r.back_at is not None).items())},
                 "writes": {"made": sum(1 for x in self.writes if w.holds(x.committed)),
                            "failed_attempts": sum(1 for t, _ in self.write_failures if w.holds(t))},
                 "updates": {"lost": lost, "duplicated": dup},
@@ -513,6 +518,13 @@ class Drill:
             "rows": rows, "recoveries": sorted(recoveries, key=lambda r: r["lost_at_s"]),
             "failed_page_loads": failed_pages,
         }
+
+
+def _group(pairs) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for key, value in pairs:
+        out.setdefault(key, []).append(value)
+    return out
 
 
 def _count(items) -> dict[str, int]:
@@ -626,6 +638,10 @@ def write_markdown(summary: dict[str, Any], info: dict[str, Any]) -> str:
         phases = {k: v for k, v in r["recovery_phases_p50_s"].items() if v is not None}
         if phases:
             bits.append("a recovery's steps, p50: " + ", ".join(f"{k} {v:.2f} s" for k, v in phases.items()))
+        if r["by_worker_after"]:
+            bits.append("charts back on " + ", ".join(
+                f"{name}: {v['charts']} (from the close p50 {v['p50_s']:.2f} s, max {v['max_s']:.2f} s)"
+                for name, v in r["by_worker_after"].items()))
         if r["page_loads"]["chart_retried"]:
             bits.append(f"{r['page_loads']['chart_retried']} page loads needed the page's retry for their chart")
         if r["charts"]["lost"]:
@@ -654,6 +670,16 @@ def write_markdown(summary: dict[str, Any], info: dict[str, Any]) -> str:
         "", "Raw numbers: build/drill/drill.json (not committed).", "",
     ]
     return "\n".join(lines)
+
+
+FINDINGS = "## Findings"
+
+
+def merge_doc(existing: str, generated: str) -> str:
+    """The generated page, followed by the existing page's hand-written findings section (kept
+    across runs: causes found by reading the runs, not recomputed by one)."""
+    at = existing.find(FINDINGS)
+    return generated if at < 0 else generated.rstrip("\n") + "\n\n" + existing[at:]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -697,7 +723,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "drill.json").write_text(json.dumps({"info": info, **summary}, indent=2, default=str) + "\n")
     if not args.no_doc:
         DOC.parent.mkdir(parents=True, exist_ok=True)
-        DOC.write_text(write_markdown(summary, info))
+        DOC.write_text(merge_doc(DOC.read_text() if DOC.exists() else "", write_markdown(summary, info)))
     for r in summary["rows"]:
         print(json.dumps({k: r[k] for k in ("fault", "sessions_open", "page_loads", "charts",
                                              "recovery_from_fault_s", "writes", "updates")}))

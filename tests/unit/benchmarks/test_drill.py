@@ -1,7 +1,7 @@
 """Unit tests for the fault drill's numbers: percentiles, verdicts, windows (benchmarks/drill.py)."""
 from __future__ import annotations
 
-from benchmarks.drill import TARGET_RECOVERY_P99_S, Window, nearest_rank, verdict
+from benchmarks.drill import TARGET_RECOVERY_P99_S, Window, merge_doc, nearest_rank, verdict
 
 
 def test_percentiles_are_numpys_nearest_rank():
@@ -28,3 +28,11 @@ def test_the_verdict_names_each_missed_target():
 def test_a_window_holds_its_start_not_its_end():
     w = Window("kill", 10.0, 20.0)
     assert w.holds(10.0) and w.holds(19.99) and not w.holds(20.0) and not w.holds(9.99)
+
+
+def test_a_new_run_replaces_the_generated_page_and_keeps_the_findings():
+
+    old = "# Reliability\n\nold table\n\n## Findings\n\nWhy the rolling restart missed.\n"
+    new = merge_doc(old, "# Reliability\n\nnew table\n")
+    assert new == "# Reliability\n\nnew table\n\n## Findings\n\nWhy the rolling restart missed.\n"
+    assert merge_doc("", "# R\n") == "# R\n"
