@@ -31,7 +31,6 @@ def test_a_window_holds_its_start_not_its_end():
 
 
 def test_a_new_run_replaces_the_generated_page_and_keeps_the_findings():
-
     old = "# Reliability\n\nold table\n\n## Findings\n\nWhy the rolling restart missed.\n"
     new = merge_doc(old, "# Reliability\n\nnew table\n")
     assert new == "# Reliability\n\nnew table\n\n## Findings\n\nWhy the rolling restart missed.\n"
