@@ -28,8 +28,12 @@ from app.loadtest.live import ChartTracker, LiveSession, Update, Write
 from app.loadtest.runner import error_reason
 from app.loadtest.site_client import ClientError, ConnectionClosed, EmbeddedPage, SiteClient, parse_page
 
-# dashboard.js's BACKOFF_MS: the wait before each attempt; after the last one the page gives up.
+# dashboard.js's BACKOFF_MS: the wait before each attempt; after the last one the page says the
+# chart could not be reconnected (offering a reload) and keeps trying every KEEP_TRYING_S for
+# KEEP_TRYING_FOR_S (dashboard.js's KEEP_TRYING_MS, KEEP_TRYING_FOR_MS), then gives up.
 BACKOFF_S = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+KEEP_TRYING_S = 10.0
+KEEP_TRYING_FOR_S = 600.0
 # dashboard.js waits 20 s for BokehJS to pull the new document before it counts a failure.
 LOAD_TIMEOUT_S = 20.0
 # The chart's opening query (a few weeks of history) under a fault's load; a browser would
@@ -91,6 +95,7 @@ class Recovery:
     attempts: int = 0
     errors: list[str] = field(default_factory=list)
     gave_up: str | None = None
+    offered_reload: bool = False  # the page said the chart could not be reconnected (then kept trying)
     # Seconds of the successful attempt's steps: embed, autoload, connect (websocket and pull), chart (query).
     phases: dict[str, float] = field(default_factory=dict)
 
@@ -129,12 +134,14 @@ class RecoveringSession:
 
     def __init__(self, client: SiteClient, dashboard: str, *,
                  fault: Callable[[], tuple[str, float] | None] = lambda: None,
-                 backoff: Sequence[float] = BACKOFF_S, load_timeout: float = LOAD_TIMEOUT_S,
-                 chart_timeout: float = CHART_TIMEOUT_S) -> None:
+                 backoff: Sequence[float] = BACKOFF_S, keep_trying: tuple[float, float] = (KEEP_TRYING_S,
+                                                                                           KEEP_TRYING_FOR_S),
+                 load_timeout: float = LOAD_TIMEOUT_S, chart_timeout: float = CHART_TIMEOUT_S) -> None:
         self.client = client
         self.dashboard = dashboard
         self.fault = fault
         self.backoff = tuple(backoff)
+        self.keep_trying = keep_trying
         self.load_timeout = load_timeout
         self.chart_timeout = chart_timeout
         self.session: LiveSession | None = None
@@ -156,11 +163,12 @@ class RecoveringSession:
     def kind(self) -> str | None:
         return self.segments[0].kind if self.segments else None
 
-    async def open(self, *, recover: bool = False) -> None:
+    async def open(self, *, recover: bool = False, stop: asyncio.Event | None = None) -> None:
         """Load the dashboard page and its chart; raise ClientError if the page would not show it.
 
         With recover=True a chart that fails to load (the page came) is recovered as
-        dashboard.js does (`load(...).catch(() => recover())`); `live` then says whether it came."""
+        dashboard.js does (`load(...).catch(() => recover())`), until it comes or `stop` is set;
+        `live` then says whether it came."""
         response = await self.client.request("GET", f"/dashboards/{self.dashboard}")
         if response.code != 200:
             raise ClientError(f"/dashboards/{self.dashboard} answered HTTP {response.code}"
@@ -176,7 +184,7 @@ class RecoveringSession:
             record = Recovery(time.monotonic(), fault[0] if fault else None, fault[1] if fault else None,
                               page.worker, f"the first load failed: {type(exc).__name__}: {exc}"[:200])
             self.recoveries.append(record)
-            await self._recover(record, asyncio.Event())
+            await self._recover(record, stop or asyncio.Event())
 
     async def _load(self, page: EmbeddedPage) -> None:
         started = time.monotonic()
@@ -235,8 +243,14 @@ class RecoveringSession:
         self.recovering = True
         try:
             attempt = 0
-            while attempt < len(self.backoff):
-                await asyncio.sleep(self.backoff[attempt])
+            every, span = self.keep_trying
+            until = time.monotonic() + span
+            while True:
+                if attempt >= len(self.backoff):
+                    record.offered_reload = True
+                    if time.monotonic() + every > until:
+                        break
+                await asyncio.sleep(self.backoff[attempt] if attempt < len(self.backoff) else every)
                 attempt += 1
                 record.attempts += 1
                 if stop.is_set():
