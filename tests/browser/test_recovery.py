@@ -17,7 +17,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import secrets
 import shutil
 import signal
 import threading
@@ -718,12 +717,13 @@ def test_navigating_away_is_not_a_lost_chart(site, browser) -> None:
         assert not alice.errors, alice.errors
 
 
-def test_a_chart_comes_back_after_the_whole_site_was_down_for_longer_than_the_backoff(pg, browser,
+def test_a_chart_comes_back_after_the_whole_site_was_down_for_longer_than_the_backoff(own_pg, browser,
                                                                                      output_dir: Path) -> None:
     """A whole site restart (deploy, host reboot) outlasts dashboard.js's backoff (15.75 s): the page
     says the chart could not be reconnected and offers a reload, but keeps trying every 10 s, and
     the chart comes back by itself once the site is up again (`make drill`'s finding)."""
-    env = site_env(pg.create_database(f"outage_{secrets.token_hex(3)}"))
+    # Its own PostgreSQL: a second site's 4 workers on the session cluster exhaust its connections.
+    env = site_env(own_pg.create_database("outage"))
     prestart.run(Settings.from_env(env), people_per_team=2, history_days=5)
     log_dir = output_dir / "outage-site-logs"
     shutil.rmtree(log_dir, ignore_errors=True)
