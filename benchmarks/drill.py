@@ -662,7 +662,7 @@ def write_markdown(summary: dict[str, Any], info: dict[str, Any]) -> str:
                         "backoff ran out) and offered a reload before they came back")
         if r["charts"]["lost"]:
             bits.append(f"charts lost (the page gave up after its last attempt): {'; '.join(r['charts']['lost_reasons'])}")
-        lines.append(f"- **{r['fault']}**: " + "; ".join(b for b in bits if b) + ".")
+        lines.append(f"- **{r['fault']}**: " + ("; ".join(b for b in bits if b) or "the baseline, no fault") + ".")
     ch = summary["charts"]
     lines += [
         "", "How it counts:", "",
