@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(PATH):/usr/sbin
 
-.PHONY: run test bench bootstrap-run bootstrap-test clean
+.PHONY: run test bench drill bootstrap-run bootstrap-test clean
 
 run: bootstrap-run
 	$(PY) -m app.ops.launcher
@@ -15,6 +15,10 @@ test: bootstrap-test
 # The test bootstrap: the browser scenario drives Chromium through Playwright.
 bench: bootstrap-test
 	$(PY) -m benchmarks.bench $(ARGS)
+
+# Each fault under a steady load; writes build/drill/drill.json and docs/reliability.md.
+drill: bootstrap-run
+	$(PY) -m benchmarks.drill $(ARGS)
 
 bootstrap-run:
 	@scripts/bootstrap.sh run

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Callable
 
 import psycopg2
 
@@ -56,8 +57,11 @@ def _wait(condition, timeout: float, what: str):
     raise RollError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def roll(master: int, settings: Settings) -> list[tuple[int, int]]:
-    """Replace each current worker of `master`; returns (old pid, new pid) pairs."""
+def roll(master: int, settings: Settings, on_retire: Callable[[], None] | None = None) -> list[tuple[int, int]]:
+    """Replace each current worker of `master`; returns (old pid, new pid) pairs.
+
+    `on_retire` is called just before each old worker is told to stop (the fault drill times
+    each chart's recovery from its own worker's stop)."""
     old = sorted(children(master))
     if not old:
         raise RollError(f"gunicorn master {master} has no workers")
@@ -69,6 +73,8 @@ def roll(master: int, settings: Settings) -> list[tuple[int, int]]:
                     "a new worker to be ready")
         fresh = min(new)
         known |= new
+        if on_retire is not None:
+            on_retire()
         os.kill(master, signal.SIGTTOU)  # gunicorn stops its oldest worker: one of the old ones
         gone = _wait(lambda: remaining - children(master), GONE_TIMEOUT_S, "an old worker to stop")
         remaining -= gone

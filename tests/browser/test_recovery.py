@@ -17,6 +17,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -28,8 +29,11 @@ from typing import Any, Self
 import psycopg2
 import pytest
 
-from app.ops import roll
+from app.config import Settings
+from app.ops import prestart, roll
+from app.ops.launcher import Site
 from tests.browser.conftest import DEMO_PASSWORD, PlaywrightError, fresh_page, log_in
+from tests.conftest import site_env
 from tests.integration.helpers import quiet
 
 pytestmark = pytest.mark.browser
@@ -46,6 +50,9 @@ REPLACEMENT_TIMEOUT_S = 90.0     # gunicorn's replacement workers registered and
 MAX_ALICE_TABS = 10              # tabs opened until one shares the lead's worker
 MIN_SCREENSHOT_BYTES = 10 * 1024
 SCORE, NOTE = 6, "after the crash"
+# The site-down test: the backoff runs out 15.75 s after the close; an attempt every 10 s after it.
+OUTAGE_NOTICE_TIMEOUT_MS = 60_000
+OUTAGE_BACK_TIMEOUT_MS = 60_000
 
 # Console errors that are not the feature's: the demo's Panel CSS from cdn.holoviz.org (no
 # network here), the browser's /favicon.ico (404), and BokehJS logging that it cannot send its
@@ -708,3 +715,47 @@ def test_navigating_away_is_not_a_lost_chart(site, browser) -> None:
         assert embeds == [], embeds
         assert alice.page.locator("#dashboard").count() == 0
         assert not alice.errors, alice.errors
+
+
+def test_a_chart_comes_back_after_the_whole_site_was_down_for_longer_than_the_backoff(own_pg, browser,
+                                                                                     output_dir: Path) -> None:
+    """A whole site restart (deploy, host reboot) outlasts dashboard.js's backoff (15.75 s): the page
+    says the chart could not be reconnected and offers a reload, but keeps trying every 10 s, and
+    the chart comes back by itself once the site is up again (`make drill`'s finding)."""
+    # Its own PostgreSQL: a second site's 4 workers on the session cluster exhaust its connections.
+    env = site_env(own_pg.create_database("outage"))
+    prestart.run(Settings.from_env(env), people_per_team=2, history_days=5)
+    log_dir = output_dir / "outage-site-logs"
+    shutil.rmtree(log_dir, ignore_errors=True)
+    site = Site(env, log_dir=log_dir).start()
+    try:
+        with contextlib.ExitStack() as stack:
+            tab = logged_in_tab(stack, browser, site, "alice", "alice my-happiness (site down)")
+            open_dashboard(tab, site, "/dashboards/my-happiness")
+            watch([tab], [])
+            stopped_ms = time.time() * 1000
+            site.stop()
+            try:
+                tab.page.wait_for_function(
+                    "() => document.getElementById('dashboard-notice').textContent.includes('could not be reconnected')",
+                    timeout=OUTAGE_NOTICE_TIMEOUT_MS, polling=200)
+            except PlaywrightError:
+                pytest.fail(f"the page never said the chart could not be reconnected\n{report([tab], site, stopped_ms)}")
+            assert tab.page.locator("#dashboard-notice button").count() == 1, "no reload button"
+            down_s = (time.time() * 1000 - stopped_ms) / 1000
+            assert down_s > 15, f"the backoff ran out after {down_s:.1f} s, before dashboard.js's 15.75 s"
+            # The same environment: the same ports and secrets, so alice's login is still good.
+            site = Site(env, log_dir=log_dir).start()
+            started_ms = time.time() * 1000
+            try:
+                tab.page.wait_for_function("() => window.__recovery.back_at !== null",
+                                           timeout=OUTAGE_BACK_TIMEOUT_MS, polling=100)
+            except PlaywrightError:
+                pytest.fail(f"the chart did not come back after the site did\n{report([tab], site, stopped_ms)}")
+            record = tab.page.evaluate("() => window.__recovery")
+            assert record["recoveries_at_back"] == 1, record
+            assert record["lost_at"] is not None and record["lost_at"] >= stopped_ms - 1000, record
+            print(f"site down {(started_ms - stopped_ms) / 1000:.1f} s; chart back "
+                  f"{(record['back_at'] - started_ms) / 1000:.1f} s after the site was up again")
+    finally:
+        site.stop()

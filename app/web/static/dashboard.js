@@ -4,7 +4,9 @@
 // restart), Bokeh's own reconnect can only retry the same worker, which is gone. Here the
 // page notices the lost websocket, asks Flask for a fresh session of the same view on a live
 // worker (/dashboards/<name>/embed, with the widgets' current values), and loads it in place.
-// Navigating away is not a loss. After MAX_ATTEMPTS failures the page says so and offers a reload.
+// Navigating away is not a loss. After MAX_ATTEMPTS failures the page says so and offers a reload,
+// and keeps trying every KEEP_TRYING_MS for KEEP_TRYING_FOR_MS: a whole site being restarted (a
+// deploy, a host reboot) is down for longer than the backoff, and its charts should come back.
 (function () {
   "use strict";
   const root = document.getElementById("dashboard");
@@ -13,6 +15,8 @@
   const view = document.getElementById("dashboard-view");
   const BACKOFF_MS = [0, 250, 500, 1000, 2000, 4000, 8000];
   const MAX_ATTEMPTS = BACKOFF_MS.length;
+  const KEEP_TRYING_MS = 10000;
+  const KEEP_TRYING_FOR_MS = 10 * 60 * 1000;  // longer than a site takes to start; then the reload is up to the user
   let leaving = false;
   let current = null;      // the Bokeh document on show
   let recovering = false;
@@ -102,8 +106,14 @@
     root.classList.add("reconnecting");  // the old chart stays visible, dimmed: it is not live
     say("Reconnecting…");
     let last = null;
-    for (let attempt = 0; attempt < MAX_ATTEMPTS && !leaving; attempt++) {
-      await sleep(BACKOFF_MS[attempt]);
+    const until = Date.now() + KEEP_TRYING_FOR_MS;
+    for (let attempt = 0; !leaving; attempt++) {
+      if (attempt === MAX_ATTEMPTS) {
+        say(`The chart could not be reconnected (${last ? last.message : "unknown error"}); still trying.`, true);
+      }
+      if (attempt >= MAX_ATTEMPTS && Date.now() + KEEP_TRYING_MS > until) break;
+      await sleep(attempt < MAX_ATTEMPTS ? BACKOFF_MS[attempt] : KEEP_TRYING_MS);
+      if (leaving) break;
       try {
         await load(await fresh());
         window.dashboardRecoveries += 1;
