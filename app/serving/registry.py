@@ -229,12 +229,13 @@ def live_workers_dbapi(conn, ttl_seconds: float) -> list[WorkerRecord]:
 
 def choose_worker(conn: Connection, ttl_seconds: float, *, local_host: str,
                   prefer_id: int | None = None) -> WorkerRecord | None:
-    """Pick the live worker with the fewest sessions (ties: this process's own, then this
-    host's) and count the new session against it at once, so a burst of page loads spreads
-    out instead of piling onto whichever worker last reported the lowest count.
+    """Pick the live, ready worker with the fewest pending sessions, then the fewest open ones
+    (ties: this process's own, then this host's), and count the new session against it at
+    once, so a burst of page loads is dealt round the workers instead of piling onto one.
 
-    Load is `sessions` (what the worker last reported) + `pending` (assigned here, not yet
-    created there); the worker's heartbeat moves sessions from pending to sessions.
+    `pending` is what was assigned here and not yet created there (the documents the worker
+    still has to build: the wait of a new session); `sessions` is what the worker last
+    reported. The worker's heartbeat moves sessions from pending to sessions (migration 0009).
     """
     # Choices are serialised by an advisory lock inside the function (migration 0003); run
     # on an autocommit connection, it is held for the statement only.

@@ -204,19 +204,28 @@ def test_insert_and_delete_notify_but_heartbeat_does_not(registry, database_url)
         listener.close()
 
 
-def test_choose_worker_spreads_sessions_and_prefers_local(registry, engine):
+def test_choose_worker_deals_a_burst_round_the_workers_and_prefers_local(registry, engine):
     a, b, c = reserve(registry, 0), reserve(registry, 1), reserve(registry, 2)
     with engine.begin() as conn:
         conn.execute(text("UPDATE bokeh_workers SET sessions = 5 WHERE id = :id"), {"id": a.worker_id})
-        # Ties between b and c (0 sessions): the preferred (this process's own) worker wins.
+        # Ties between b and c (nothing pending, 0 sessions): the preferred (this process's own) wins.
         first = choose_worker(conn, TTL, local_host=HOST, prefer_id=c.worker_id)
         assert first.worker_id == c.worker_id and first.sessions == 1
         picks = [choose_worker(conn, TTL, local_host=HOST).worker_id for _ in range(8)]
-    counts = {w.worker_id: w.sessions for w in _live(engine)}
-    # 9 new sessions go to b and c (a already has 5) until they catch up: 5 and 4.
-    assert counts[a.worker_id] == 5
-    assert sorted([counts[b.worker_id], counts[c.worker_id]]) == [4, 5]
-    assert picks.count(a.worker_id) == 0
+        pending = dict(conn.execute(text("SELECT id, pending FROM bokeh_workers")).all())
+    # 9 sessions dealt round the three: 3 each, not 9 to b and c until they catch up with a
+    # (a just-started worker must not build a whole burst's documents alone: migration 0009).
+    assert sorted(pending.values()) == [3, 3, 3]
+    # Within each round the worker with fewer open sessions goes first: a (5) comes last.
+    assert picks[:2] == [b.worker_id, a.worker_id] and picks[2:5] == [b.worker_id, c.worker_id, a.worker_id]
+
+
+def test_choose_worker_sends_a_quiet_time_page_to_the_emptiest_worker(registry, engine):
+    a, b = reserve(registry, 0), reserve(registry, 1)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE bokeh_workers SET sessions = CASE WHEN id = :a THEN 7 ELSE 2 END"),
+                     {"a": a.worker_id})
+        assert choose_worker(conn, TTL, local_host=HOST, prefer_id=a.worker_id).worker_id == b.worker_id
 
 
 def test_choose_worker_ignores_stale_rows_and_returns_none_when_empty(registry, engine):
