@@ -1,8 +1,11 @@
 """Every error answers with its status and a readable reason: JSON under /api, HTML elsewhere."""
 from __future__ import annotations
 
-from flask import Flask, current_app, g, jsonify, render_template, request
+import time
+
+from flask import Flask, current_app, g, jsonify, redirect, render_template, request
 from flask.globals import request_ctx
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -34,12 +37,42 @@ def handle_access(exc: AccessError):
 
 DATABASE_DOWN = "The database cannot be reached right now. This page works again by itself once it is back."
 RETRY_AFTER_S = "5"
+# A restart of PostgreSQL takes a second or two (make drill). A page load (GET) that meets one
+# waits this long for it to come back and is then sent to load again, instead of failing.
+RESTART_WAIT_S = 5.0
+PROBE_EVERY_S = 0.2
+
+
+def database_answers() -> bool:
+    try:
+        with db.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return True
+    except (OperationalError, InterfaceError):
+        return False
+
+
+def came_back(wait_s: float) -> bool:
+    """True if the database, down now, answers again within `wait_s`. False if it is not down
+    (the error was something else: a redirect would only repeat it) or stays down."""
+    if database_answers():
+        return False
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        time.sleep(PROBE_EVERY_S)
+        if database_answers():
+            return True
+    return False
 
 
 def handle_database_down(exc: DBAPIError):
-    """PostgreSQL restarting or unreachable: a readable 503, not a bare 500. The pool checks
+    """PostgreSQL restarting or unreachable: a page load waits for a restart to finish and loads
+    again (307 to itself); otherwise a readable 503, not a bare 500. The pool checks
     connections on checkout (pre-ping), so the next request after it returns just works."""
     db.session.rollback()
+    if request.method in ("GET", "HEAD") and came_back(RESTART_WAIT_S):
+        current_app.logger.info("database back after a restart: loading %s again", request.path)
+        return redirect(request.full_path if request.query_string else request.path, code=307)
     # The page header asks who is logged in, which needs the database: render as anonymous
     # (flask-login keeps the request's user in g._login_user).
     g._login_user = login_manager.anonymous_user()

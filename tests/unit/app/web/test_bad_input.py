@@ -4,6 +4,8 @@ gone, pages answer a readable 503 and recover by themselves when it is back."""
 from __future__ import annotations
 
 import re
+import threading
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,6 +15,7 @@ from app import create_app
 from app.config import Settings
 from app.ops import prestart
 from app.ops.launcher import free_port
+from app.web import errors
 
 HYPOTHESIS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 TEXT = st.text(max_size=300) | st.text(alphabet=st.characters(codec="utf-8"), max_size=30) | st.sampled_from(
@@ -144,7 +147,8 @@ def test_login_starts_a_new_session(app_db):
         assert "planted" not in s and s.get("_user_id")
 
 
-def test_with_the_database_down_pages_answer_503_and_recover_by_themselves(own_pg):
+def test_with_the_database_down_pages_answer_503_and_recover_by_themselves(own_pg, monkeypatch):
+    monkeypatch.setattr(errors, "RESTART_WAIT_S", 0.5)  # each page waits this long for a restart first
     url = own_pg.create_database("down")
     env = {"APP_ENV": "test", "DATABASE_URL": url, "SECRET_KEY": "x" * 40, "BOKEH_SECRET_KEY": "y" * 48}
     prestart.run(Settings.from_env(env), people_per_team=1, history_days=1)
@@ -159,6 +163,37 @@ def test_with_the_database_down_pages_answer_503_and_recover_by_themselves(own_p
         assert response.headers["Retry-After"]
     own_pg.start()
     assert client.get("/").status_code == 200  # no restart of the site needed
+
+
+def test_a_page_load_during_a_database_restart_waits_and_loads_again(own_pg):
+    url = own_pg.create_database("restart")
+    env = {"APP_ENV": "test", "DATABASE_URL": url, "SECRET_KEY": "x" * 40, "BOKEH_SECRET_KEY": "y" * 48}
+    prestart.run(Settings.from_env(env), people_per_team=1, history_days=1)
+    app = create_app(Settings.from_env(env))
+    client = logged_in(app, "alice")
+    own_pg.stop()
+    restart = threading.Timer(1.0, own_pg.start)
+    restart.start()
+    try:
+        started = time.monotonic()
+        response = client.get("/?from=restart")
+        waited = time.monotonic() - started
+    finally:
+        restart.join()
+    # Sent to load again once the database answered, not failed: the browser follows a 307.
+    assert response.status_code == 307, response.status_code
+    assert response.headers["Location"].endswith("/?from=restart")
+    assert 0.9 < waited < errors.RESTART_WAIT_S + 2
+    assert client.get("/?from=restart").status_code == 200
+    # A write is not repeated behind the user's back: it answers 503 at once.
+    token = re.search(r'name="csrf-token" content="([^"]+)"', client.get("/").get_data(as_text=True)).group(1)
+    own_pg.stop()
+    try:
+        started = time.monotonic()
+        response = client.post("/api/entries", json={"score": 5}, headers={"X-CSRFToken": token})
+        assert response.status_code == 503 and time.monotonic() - started < errors.RESTART_WAIT_S
+    finally:
+        own_pg.start()
 
 @pytest.fixture
 def throttled_app(pg):
