@@ -47,8 +47,9 @@ OUT = ROOT / "build" / "bench"
 DOC = ROOT / "docs" / "benchmarks.md"
 PREFIX = "bench"
 USERS = 20
-# The targets from the issue, as multiples of the query time.
-TARGETS = {"a": 1.10, "b": 1.5, "c": 1.5}
+# The targets from the issues, as multiples of the query time; (b) on the shipped pool
+# settings (no DB_POOL_SIZE override: a burst's extra queries take overflow connections).
+TARGETS = {"a": 1.10, "b": 1.25, "c": 1.5}
 # asyncpg sends pg_sleep($1); psycopg2 (the baseline) inlines values, numbered differently once normalized.
 SLOW_STATEMENT = "%FROM pg_sleep($%"
 
@@ -113,9 +114,6 @@ class Bench:
                "WEB_CONCURRENCY": "4", "PUBLIC_PORT": str(public), "GUNICORN_BIND": f"127.0.0.1:{free_port()}",
                "BOKEH_PORT_RANGE": "5400-5499", "BLOCKING_BASELINE": "1", "SEED_DEMO": "1",
                "LOG_LEVEL": "warning", "EDGE_ACCESS_LOG": "off",
-               # Load (b) puts 50 queries at once on each worker; a worker dealt 51 would
-               # make one wait a whole query for a connection. README, "Sizing PostgreSQL".
-               "DB_POOL_SIZE": "60",
                # Generous: scenario (d) queues every session behind the blocking ones.
                "SESSION_TOKEN_TTL_SECONDS": "900"}
         prestart.run(Settings.from_env(env), people_per_team=2, history_days=30)
