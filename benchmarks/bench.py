@@ -4,6 +4,9 @@
   (b) the same 200 arriving at once
   (c) 200 at once, identical queries (coalescing: one database execution)
   (d) load (a) against slow-query-blocking, the synchronous baseline
+  (e), (f) loads (a) and (b) against the peer: `panel serve --num-procs 4` with the same query
+         written the documented async way (benchmarks/peer), embedded by a two-line Flask page,
+         on the same machine and PostgreSQL, driven by the same load tester
   (live) 400 open live sessions over 10 teams, 10 writes/s for 30 s: commit-to-arrival latency
          and deliveries (app.loadtest live), then the same run with team-polling for team
 
@@ -27,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -68,7 +72,14 @@ SCENARIOS = {
     "b": ("200 at once, distinct", dict(ramp=0.0, identical=False)),
     "c": ("200 at once, identical", dict(ramp=0.0, identical=True)),
     "d": ("(a) on the blocking baseline", dict(ramp=10.0, identical=False, dashboard="slow-query-blocking")),
+    "e": ("(a) on the peer", dict(ramp=10.0, identical=False, login=False)),
+    "f": ("(b) on the peer", dict(ramp=0.0, identical=False, login=False)),
 }
+PEER = ("e", "f")
+# The peer's processes, as its documentation runs them: Panel's own server with 4 processes
+# (one per worker of ours), and the page from gunicorn with as many threads as one of ours.
+PEER_PROCS = 4
+PEER_PAGE_THREADS = 8
 
 
 def machine() -> dict[str, str]:
@@ -98,6 +109,8 @@ class Bench:
         self.cluster: PostgresCluster | None = None
         self.site: Site | None = None
         self.tmp: Path | None = None
+        self.peer: list[subprocess.Popen] = []
+        self.peer_url = ""
 
     # the site ------------------------------------------------------------------------
     def start(self) -> None:
@@ -121,7 +134,65 @@ class Bench:
         self.site = Site(env, log_dir=OUT / "site-logs").start()
         self.url = self.site.url
 
+    def start_peer(self) -> None:
+        """The peer's Panel server and Flask page, on the site's PostgreSQL (benchmarks/peer)."""
+        if not self.database_url:
+            raise SystemExit("the peer runs on the site's PostgreSQL: set DATABASE_URL with --url")
+        panel_port, page_port = free_port(), free_port()
+        page_origin = f"127.0.0.1:{page_port}"
+        env = {**os.environ, "DATABASE_URL": self.database_url, "PEER_PANEL_URL": f"http://127.0.0.1:{panel_port}",
+               "PYTHONPATH": str(ROOT)}
+        logs = OUT / "peer-logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        commands = {
+            "panel": [sys.executable, "-m", "panel", "serve", str(ROOT / "benchmarks" / "peer" / "slow_query.py"),
+                      "--num-procs", str(PEER_PROCS), "--address", "127.0.0.1", "--port", str(panel_port),
+                      "--allow-websocket-origin", page_origin, "--log-level", "warning"],
+            "page": [sys.executable, "-m", "gunicorn", "--bind", page_origin, "--workers", "1",
+                     "--threads", str(PEER_PAGE_THREADS), "--log-level", "warning", "page:app"],
+        }
+        for name, args in commands.items():
+            out = open(logs / f"{name}.log", "wb")
+            # From the peer's directory: gunicorn would read the site's gunicorn.conf.py from ROOT.
+            self.peer.append(subprocess.Popen(args, cwd=ROOT / "benchmarks" / "peer", env=env, stdout=out, stderr=subprocess.STDOUT,
+                                              start_new_session=True))
+        self.peer_url = f"http://{page_origin}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                page = urllib.request.urlopen(f"{self.peer_url}/dashboards/slow-query?seconds=0", timeout=2).read()
+                urllib.request.urlopen(f"http://127.0.0.1:{panel_port}/slow_query?seconds=0", timeout=5).read()
+                if b"autoload.js" in page:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or any(p.poll() is not None for p in self.peer):
+                raise SystemExit(f"the peer did not start: see {logs}")
+            time.sleep(0.5)
+        # Warm every process (its first session imports the app's modules), as our workers are
+        # warm once ready: requests at once, so that the kernel deals them to all the processes.
+        warm = [threading.Thread(target=lambda: urllib.request.urlopen(
+            f"http://127.0.0.1:{panel_port}/slow_query?seconds=0", timeout=30).read()) for _ in range(4 * PEER_PROCS)]
+        for t in warm:
+            t.start()
+        for t in warm:
+            t.join()
+        print(f"the peer serves at {self.peer_url} (panel serve --num-procs {PEER_PROCS})", flush=True)
+
+    def stop_peer(self) -> None:
+        for proc in self.peer:
+            if proc.poll() is None:
+                os.killpg(proc.pid, 15)
+        for proc in self.peer:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+        self.peer = []
+
     def stop(self) -> None:
+        self.stop_peer()
         if self.site is not None:
             self.site.stop()
         if self.cluster is not None:
@@ -151,7 +222,16 @@ class Bench:
 
     def scenario(self, key: str, seconds: float, sessions: int) -> dict:
         title, options = SCENARIOS[key]
-        config = LoadConfig(url=self.url, users=USERS, prefix=PREFIX, password=self.args.password,
+        if key in PEER and not self.peer:
+            if self.site is not None:
+                # The peer runs alone on the machine and PostgreSQL, as ours did: our site's
+                # idle connections (4 x 60) would leave its pools too few of max_connections.
+                self.site.stop()
+                self.site = None
+                time.sleep(2)
+            self.start_peer()
+        config = LoadConfig(url=self.peer_url if key in PEER else self.url, users=USERS, prefix=PREFIX,
+                            password=self.args.password,
                             seconds=seconds, sessions=sessions, timeout=self.args.timeout, preflight=False)
         config = replace(config, **options)
         before = self.executions()
@@ -417,12 +497,13 @@ def parse_scenarios(text: str) -> list[str]:
         parts = [LIVE] if part == LIVE else list(part)
         for key in parts:
             if key not in SCENARIOS and key != LIVE:
-                raise argparse.ArgumentTypeError(f"unknown scenario {key!r}: choose from a, b, c, d and live")
+                raise argparse.ArgumentTypeError(f"unknown scenario {key!r}: choose from a, b, c, d, e, f and live")
             if key not in keys:
                 keys.append(key)
     if not keys:
         raise argparse.ArgumentTypeError("no scenario given")
-    return keys
+    # The peer's scenarios last: our site stops before the peer starts.
+    return [k for k in keys if k not in PEER] + [k for k in keys if k in PEER]
 
 
 def verdicts(results: dict) -> dict[str, str]:
@@ -438,6 +519,43 @@ def verdicts(results: dict) -> dict[str, str]:
             ok = ok and r["db_executions"] == 1
         out[key] = "met" if ok else "missed"
     return out
+
+
+def _p99(r: dict | None) -> tuple[str, float | None]:
+    """A scenario's p99 as shown, and as a number (a lower bound when nothing charted)."""
+    if r is None:
+        return "not run", None
+    if r["p99"] is not None:
+        return f"{r['p99']} s ({r['p99_ratio']} x)", r["p99"]
+    if r.get("floor_s"):
+        return f"> {r['floor_s']:.0f} s (nothing charted)", r["floor_s"]
+    return "-", None
+
+
+def comparison(results: dict) -> list[str]:
+    """Ours, the peer and the blocking baseline side by side, for loads (a) and (b), this run."""
+    if not any(k in results for k in ("d", *PEER)):
+        return []
+    lines = ["", "Side by side, this run (p99 time-to-chart; ratios of p99 to ours):", "",
+             "| load | ours | peer: `panel serve --num-procs 4`, async | blocking baseline | peer / ours | "
+             "baseline / ours |", "|---|---|---|---|---|---|"]
+    for load, ours_key, peer_key, base_key in (("(a) 200 over 10 s", "a", "e", "d"), ("(b) 200 at once", "b", "f", None)):
+        ours_text, ours = _p99(results.get(ours_key))
+        peer_text, peer = _p99(results.get(peer_key))
+        base_text, base = _p99(results.get(base_key)) if base_key else ("not run", None)
+
+        def ratio(other: float | None, r: dict | None) -> str:
+            if not other or not ours:
+                return "-"
+            return ("> " if r and r.get("p99") is None else "") + f"{other / ours:.2f} x"
+        lines.append(f"| {load} | {ours_text} | {peer_text} | {base_text} | {ratio(peer, results.get(peer_key))} | "
+                     f"{ratio(base, results.get(base_key) if base_key else None)} |")
+    lines += ["", "The peer (benchmarks/peer): the same SQL, chart models and status model as `slow-query`, the "
+                  "query started in `pn.state.onload`, run on asyncpg, its result applied on the document's next "
+                  "tick; its page is `bokeh.embed.server_document` from a two-line Flask app (gunicorn, 1 worker, "
+                  f"{PEER_PAGE_THREADS} threads), reached directly (no nginx, no login); the load tester sends "
+                  "`document_ready` after the pull, as BokehJS does (to both sites)."]
+    return lines
 
 
 def write_markdown(results: dict, info: dict) -> str:
@@ -472,12 +590,12 @@ def write_markdown(results: dict, info: dict) -> str:
     if a:
         lines += ["", f"(a) sessions per worker deviate at most {a['worker_spread'] * 100:.0f}% from the mean "
                       f"(target ≤ 25%)."]
-    lines += ["", "For comparison (not measured here; quoted from the project's issue): `panel serve --num-procs 4` "
-                  "with the same query written the documented async way measured p99 1.72 x on (a) and 4.2 x on (b) "
-                  "on this kind of machine. (d) fails at nginx's 60 s `proxy_read_timeout` when no session charts: "
-                  "each worker runs the blocking app function once per session, one after the other, and answers "
-                  "no autoload.js while it does.", "",
-              "Where the time goes and what changed it: README.md, section Benchmark."]
+    lines += comparison(results)
+    if "d" in results:
+        lines += ["", "(d) fails at nginx's 60 s `proxy_read_timeout` when no session charts: each worker runs the "
+                      "blocking app function once per session, one after the other, and answers no autoload.js "
+                      "while it does."]
+    lines += ["", "Where the time goes and what changed it: README.md, section Benchmark."]
     lines += ["", "Phase medians (seconds): page request, autoload.js, websocket + document pull, query + push:", ""]
     for key, r in results.items():
         p = r["phase_medians"]
@@ -496,8 +614,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--password", default=os.environ.get("LOADTEST_PASSWORD", DEV_LOADTEST_PASSWORD))
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--scenarios", type=parse_scenarios, default="abcd,live",
-                        help="which of a, b, c, d and live to run, e.g. ab, live or b,live (default all)")
+    parser.add_argument("--scenarios", type=parse_scenarios, default="abcdef,live",
+                        help="which of a-f and live to run, e.g. ab, live or bf,live (default all)")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
     args = parser.parse_args(argv)

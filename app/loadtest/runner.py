@@ -31,6 +31,7 @@ from app.loadtest.site_client import (
     LightSession,
     SiteClient,
     parse_page,
+    with_autoload_token,
 )
 
 # Dashboards that take ?seconds= and ?variant= (a distinct variant makes every query distinct).
@@ -64,6 +65,8 @@ class LoadConfig:
     # Open the dashboard once before the load (clear errors for a bad URL, login or name).
     # The benchmark turns it off: the preflight's own query would count as a DB execution.
     preflight: bool = True
+    # Log in first (the site); off for a page without accounts (make bench's peer).
+    login: bool = True
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""
@@ -217,6 +220,9 @@ class _Driver:
         """Log every account in and preflight the dashboard; the first account alone, first,
         so a bad URL, password or dashboard fails once, clearly."""
         users = self.users
+        if not self.config.login:
+            return [SiteClient(self.config.url, timeout=self.config.timeout, http=self.http, resolver=self.resolver)
+                    for _ in users]
         first = await self.login(users[0])
         if self.config.preflight:
             await self.preflight(first, users[0])
@@ -285,9 +291,12 @@ class _Driver:
             autoload = await client.fetch_autoload(page)
             if autoload.code != 200:
                 raise ClientError(f"autoload.js answered HTTP {autoload.code}", status=autoload.code)
+            page = with_autoload_token(page, autoload)
             record.autoload_s = lap()
-            # Light: the server sees a browser's exchange; we skip building models we never read.
-            session = await asyncio.wait_for(client.connect(page, light=True), config.timeout - (mark - started))
+            # Light: the server sees a browser's exchange (document_ready included, which
+            # BokehJS sends once it rendered the document); we skip building models we never read.
+            session = await asyncio.wait_for(client.connect(page, light=True, ready=True),
+                                             config.timeout - (mark - started))
             record.connect_s = lap()
             remaining = config.timeout - (mark - started)
             if remaining <= 0:
