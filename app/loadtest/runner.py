@@ -360,8 +360,10 @@ class _Driver:
             await asyncio.sleep(PROGRESS_INTERVAL)
 
 
-async def run_load(config: LoadConfig, progress: Callable[[Progress], None] | None = None) -> LoadRun:
-    """Log in, preflight, run the load; raise LoadTestError (one line) if it cannot start."""
+async def run_load(config: LoadConfig, progress: Callable[[Progress], None] | None = None,
+                   on_start: Callable[[], None] | None = None) -> LoadRun:
+    """Log in, preflight, run the load; raise LoadTestError (one line) if it cannot start.
+    `on_start` is called when the measured phase begins (after the logins)."""
     config.validate()
     concurrency = config.active_users if config.duration is not None else config.sessions
     # Tornado queues requests beyond max_clients (default 10), which would serialize sessions.
@@ -372,6 +374,8 @@ async def run_load(config: LoadConfig, progress: Callable[[Progress], None] | No
         login_started = time.monotonic()
         clients = await driver.prepare()
         login_s = time.monotonic() - login_started
+        if on_start is not None:
+            on_start()
         started_at, driver.t0 = datetime.now(timezone.utc), time.monotonic()
         ticker = asyncio.create_task(driver.report_progress(progress)) if progress else None
         try:
