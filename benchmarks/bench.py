@@ -1,4 +1,5 @@
-"""`make bench`: time-to-chart of 5 s slow-query sessions under four loads, and live updates, in one run.
+"""`make bench`: time-to-chart of slow-query sessions under several loads, ours and the peer's, open
+sessions' memory, a real browser, and live updates, in one run.
 
   (a) 200 sessions arriving over 10 s (20/s), distinct queries
   (b) the same 200 arriving at once
@@ -7,14 +8,19 @@
   (e), (f) loads (a) and (b) against the peer: `panel serve --num-procs 4` with the same query
          written the documented async way (benchmarks/peer), embedded by a two-line Flask page,
          on the same machine and PostgreSQL, driven by the same load tester
+  (r) 100 new sessions/s for 20 s of a 1 s query (2000): p99 and CPU per session by process
+  (memory) 2000 sessions opened and kept open: the workers' RSS per open session
+  (browser) login-to-chart and page-to-chart in headless Chromium (benchmarks/browser.py)
   (live) 400 open live sessions over 10 teams, 10 writes/s for 30 s: commit-to-arrival latency
          and deliveries (app.loadtest live), then the same run with team-polling for team
+Every scenario of a-f and r also reports CPU per session by process class (benchmarks/processes.py).
 
 Without --url it starts its own site (private PostgreSQL, nginx, gunicorn with 4 workers,
 BLOCKING_BASELINE=1) and creates the load-test accounts. Time-to-chart is measured from the
 page request by app.loadtest, on this machine. Writes build/bench/results.json, one JSON
 and HTML report per scenario (live: live-ours.json, live-baseline.json), and docs/benchmarks.md
-(a run of only some scenarios keeps the other part of the page: the a-d table or "Live updates").
+(a run of only some scenarios keeps the other parts of the page: the table, "Open sessions and the
+browser", "Live updates").
 """
 from __future__ import annotations
 
@@ -81,6 +87,16 @@ SCENARIOS = {
 # session (every process) at or under about 15 ms, which 100 sessions/s on 2 cores needs.
 RATE_TARGET_P99_S = 1.5
 RATE_TARGET_CPU_MS = 15.0
+# Issue 12, target 4: 2000 open idle sessions on one host, at most 0.5 MB each of the workers' RSS.
+MEMORY = "memory"
+MEMORY_SESSIONS, MEMORY_RAMP_S, MEMORY_TARGET_MB = 2000, 40.0, 0.5
+# After the last chart, before reading RSS: the last pushes and the deferred collection settle.
+MEMORY_SETTLE_S = 5.0
+# Issue 12, target 3: login to chart in headless Chromium at most 1.0 s plus the query's time.
+BROWSER = "browser"
+BROWSER_ROUNDS, BROWSER_QUERY_S, BROWSER_TARGET_S = 7, 0.1, 1.0
+SPECIAL = (LIVE, MEMORY, BROWSER)
+EXTRA_HEADING = "## Open sessions and the browser"
 CPU_COLUMNS = ("workers", "gunicorn master", "edge", "nginx", "postgres", "peer: panel serve", "peer: page",
                "all but the tester", "load tester")
 PEER = ("e", "f")
@@ -296,6 +312,52 @@ class Bench:
         print(f"    p50 {ttc['p50']} s, p99 {ttc['p99']} s ({result['p99_ratio']} x), errors {result['errors']}, "
               f"workers {summary['workers']}, db executions {result['db_executions']}", flush=True)
         print(f"    CPU ms per session: {cpu}", flush=True)
+        return result
+
+    # memory and the browser ------------------------------------------------------------------
+    def memory(self) -> dict:
+        """MEMORY_SESSIONS sessions of a 0 s query opened over MEMORY_RAMP_S and kept open; the
+        workers' RSS (VmRSS) after the logins and with every session open, per session."""
+        pids = self.worker_pids()
+        config = LoadConfig(url=self.url, users=USERS, prefix=PREFIX, password=self.args.password, seconds=0.0,
+                            sessions=MEMORY_SESSIONS, ramp=MEMORY_RAMP_S, timeout=self.args.timeout,
+                            preflight=False, hold=True)
+        before: dict[int, int] = {}
+        after: dict[int, int] = {}
+        held: list[int] = []
+
+        async def measure(count: int) -> None:
+            await asyncio.sleep(MEMORY_SETTLE_S)
+            after.update(processes.rss_kb(pids))
+            held.append(count)
+        print(f"(memory) {MEMORY_SESSIONS} sessions over {MEMORY_RAMP_S:g} s, kept open...", flush=True)
+        run = asyncio.run(run_load(config, on_start=lambda: before.update(processes.rss_kb(pids)), on_held=measure))
+        summary = summarize(run)
+        open_sessions = held[0] if held else 0
+        grown_kb = sum(after.get(p, 0) - before.get(p, 0) for p in pids)
+        per_mb = round(grown_kb / 1024 / open_sessions, 3) if open_sessions else None
+        result = {"sessions": MEMORY_SESSIONS, "open": open_sessions, "errors": summary["counts"]["errors"],
+                  "errors_by_kind": summary["errors"], "workers": summary["workers"],
+                  "rss_mb_before": {str(p): round(before.get(p, 0) / 1024, 1) for p in pids},
+                  "rss_mb_open": {str(p): round(after.get(p, 0) / 1024, 1) for p in pids},
+                  "mb_per_session": per_mb, "target_mb": MEMORY_TARGET_MB,
+                  "verdict": "met" if per_mb is not None and per_mb <= MEMORY_TARGET_MB
+                  and open_sessions == MEMORY_SESSIONS else "missed"}
+        print(f"    {open_sessions} open; workers' RSS grew {grown_kb / 1024:.0f} MB: {per_mb} MB per session "
+              f"({result['verdict']})", flush=True)
+        return result
+
+    def browser(self) -> dict:
+        """Login-to-chart and page-to-chart medians in headless Chromium (benchmarks/browser.py)."""
+        from benchmarks.browser import BrowserConfig, run_browser  # Playwright only when asked for
+        print(f"(browser) {BROWSER_ROUNDS} rounds in headless Chromium, a {BROWSER_QUERY_S:g} s query...", flush=True)
+        result = run_browser(BrowserConfig(self.url, f"{PREFIX}-001", self.args.password, BROWSER_ROUNDS,
+                                           BROWSER_QUERY_S))
+        m = result["medians"]
+        result["target_s"] = BROWSER_TARGET_S + BROWSER_QUERY_S
+        result["verdict"] = "met" if m["login_to_chart_s"] is not None and \
+            m["login_to_chart_s"] <= result["target_s"] else "missed"
+        print(f"    medians: {m} ({result['verdict']})", flush=True)
         return result
 
     # the live scenario --------------------------------------------------------------------
@@ -519,22 +581,49 @@ def live_markdown(live: dict, info: dict) -> str:
     return "\n".join(lines)
 
 
-def merge_doc(existing: str, main: str | None, live: str | None) -> str:
-    """docs/benchmarks.md from this run's parts; a part this run did not produce is kept as it was."""
-    old_main, found, old_live = existing.partition(LIVE_HEADING)
+def merge_doc(existing: str, main: str | None, live: str | None, extra: str | None = None) -> str:
+    """docs/benchmarks.md from this run's parts (the a-r table, open sessions and the browser,
+    live updates); a part this run did not produce is kept as it was."""
+    old_rest, found_live, old_live = existing.partition(LIVE_HEADING)
+    old_main, found_extra, old_extra = old_rest.partition(EXTRA_HEADING)
     main = main if main is not None else (old_main.rstrip("\n") + "\n" if old_main.strip() else "# Benchmarks\n")
-    live = live if live is not None else (LIVE_HEADING + old_live if found else None)
-    return main.rstrip("\n") + "\n" + ("\n" + live.rstrip("\n") + "\n" if live else "")
+    extra = extra if extra is not None else (EXTRA_HEADING + old_extra if found_extra else None)
+    live = live if live is not None else (LIVE_HEADING + old_live if found_live else None)
+    return main.rstrip("\n") + "\n" + "".join("\n" + part.rstrip("\n") + "\n" for part in (extra, live) if part)
+
+
+def extra_markdown(memory: dict | None, browser: dict | None, info: dict) -> str:
+    """The "Open sessions and the browser" section: targets 3 and 4 of issue 12."""
+    lines = [EXTRA_HEADING, "", f"Produced by `make bench` on {info['date']} (`{info['command']}`), same machine.", ""]
+    if memory is not None:
+        before, after = memory["rss_mb_before"], memory["rss_mb_open"]
+        lines += [f"**Memory of open idle sessions.** {memory['sessions']} sessions of `slow-query` (a 0 s query) "
+                  f"opened over {MEMORY_RAMP_S:g} s and kept open ({memory['open']} open, errors "
+                  f"{memory['errors']}; {', '.join(f'{w}: {n}' for w, n in memory['workers'].items())}); the 4 "
+                  f"workers' RSS went from {sum(before.values()):.0f} MB to {sum(after.values()):.0f} MB: "
+                  f"**{memory['mb_per_session']} MB per open session** (target ≤ {memory['target_mb']} MB: "
+                  f"{memory['verdict']}).", ""]
+    if browser is not None:
+        m = browser["medians"]
+        lines += [f"**Headless Chromium** (Playwright, /usr/bin/chromium), {len(browser['rounds'])} rounds, each in a "
+                  f"fresh context (no cookies, empty cache), a {browser['query_s']:g} s query "
+                  "(`benchmarks/browser.py`). Medians:", "",
+                  "| login submit → home | login submit → chart | page → chart, first visit | "
+                  "page → chart, BokehJS cached | target (login → chart) |", "|---|---|---|---|---|",
+                  f"| {m['login_s']} s | {m['login_to_chart_s']} s | {m['page_to_chart_cold_s']} s | "
+                  f"{m['page_to_chart_warm_s']} s | ≤ {browser['target_s']:g} s: {browser['verdict']} |", ""]
+    return "\n".join(lines)
 
 
 def parse_scenarios(text: str) -> list[str]:
     """"abcd", "b", "live", "ab,live" -> the scenario keys, in order."""
     keys: list[str] = []
     for part in (p.strip() for p in text.split(",")):
-        parts = [LIVE] if part == LIVE else list(part)
+        parts = [part] if part in SPECIAL else list(part)
         for key in parts:
-            if key not in SCENARIOS and key != LIVE:
-                raise argparse.ArgumentTypeError(f"unknown scenario {key!r}: choose from a, b, c, d, e, f and live")
+            if key not in SCENARIOS and key not in SPECIAL:
+                raise argparse.ArgumentTypeError(f"unknown scenario {key!r}: choose from {', '.join(SCENARIOS)}, "
+                                                 f"{', '.join(SPECIAL)}")
             if key not in keys:
                 keys.append(key)
     if not keys:
@@ -666,8 +755,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--password", default=os.environ.get("LOADTEST_PASSWORD", DEV_LOADTEST_PASSWORD))
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--scenarios", type=parse_scenarios, default="abcdef,live",
-                        help="which of a-f and live to run, e.g. ab, live or bf,live (default all)")
+    parser.add_argument("--scenarios", type=parse_scenarios, default="abcdr,memory,browser,live,ef",
+                        help="which of a-f, r, memory, browser and live to run, e.g. ab, live or bf,browser "
+                             "(default all; the peer's e and f always last: our site stops first)")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
     args = parser.parse_args(argv)
@@ -675,6 +765,8 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args)
     results: dict = {}
     live: dict | None = None
+    memory: dict | None = None
+    browser: dict | None = None
     try:
         bench.start()
         bench.prepare()
@@ -682,6 +774,11 @@ def main(argv: list[str] | None = None) -> int:
             bench.quiet()
             if key == LIVE:
                 live = bench.live()
+            elif key == MEMORY:
+                bench.settle_sessions()
+                memory = bench.memory()
+            elif key == BROWSER:
+                browser = bench.browser()
             else:
                 results[key] = bench.scenario(key, args.seconds, args.sessions)
     finally:
@@ -693,14 +790,19 @@ def main(argv: list[str] | None = None) -> int:
     marks = verdicts(results)
     if live is not None:
         marks[LIVE] = live["verdict"]
-    everything = {**results, **({LIVE: live} if live else {})}
+    for key, special in ((MEMORY, memory), (BROWSER, browser)):
+        if special is not None:
+            marks[key] = special["verdict"]
+    everything = {**results, **({LIVE: live} if live else {}), **({MEMORY: memory} if memory else {}),
+                  **({BROWSER: browser} if browser else {})}
     (OUT / "results.json").write_text(json.dumps({"info": info, "results": everything, "verdicts": marks},
                                                  indent=2) + "\n")
     if not args.no_doc:
         DOC.parent.mkdir(parents=True, exist_ok=True)
         existing = DOC.read_text() if DOC.exists() else ""
         DOC.write_text(merge_doc(existing, write_markdown(results, info) if results else None,
-                                 live_markdown(live, info) if live else None))
+                                 live_markdown(live, info) if live else None,
+                                 extra_markdown(memory, browser, info) if memory or browser else None))
     print(json.dumps({k: {"p99": r["p99"], "p99_ratio": r["p99_ratio"], "errors": r["errors"]}
                       for k, r in results.items()}))
     if live is not None:

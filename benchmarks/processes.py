@@ -83,3 +83,17 @@ def difference(before: Mapping[str, float], after: Mapping[str, float], per: int
     if per <= 0:
         return {}
     return {name: round((after[name] - before.get(name, 0.0)) * 1000 / per, 2) for name in after}
+
+
+def rss_kb(pids: Iterable[int]) -> dict[int, int]:
+    """Resident set size (VmRSS, kB) of each process still alive."""
+    out = {}
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    out[pid] = int(line.split()[1])
+                    break
+        except OSError:
+            continue
+    return out

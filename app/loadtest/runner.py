@@ -14,7 +14,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Awaitable, Callable
 from urllib.parse import urlencode, urlsplit
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
@@ -67,6 +67,8 @@ class LoadConfig:
     preflight: bool = True
     # Log in first (the site); off for a page without accounts (make bench's peer).
     login: bool = True
+    # Keep each session open after its chart, until the whole run is done (memory of open sessions).
+    hold: bool = False
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""
@@ -198,6 +200,7 @@ class _Driver:
         self.users = [username(config.prefix, i) for i in range(1, config.active_users + 1)]
         # A random base keeps variants distinct from other runs' queries still in flight.
         self.variant_base = random.randrange(1, SLOW_QUERY_MAX_VARIANT // 2)
+        self.held: list[LightSession] = []
 
     # -- before the measured phase ---------------------------------------------------------
 
@@ -317,7 +320,9 @@ class _Driver:
         except Exception as exc:  # every failure is a result to count, not a reason to stop
             record.error, record.message = classify(exc)
         finally:
-            if session is not None:
+            if session is not None and config.hold and record.ok:
+                self.held.append(session)
+            elif session is not None:
                 session.close()  # lets the server destroy the session and free its query
         record.elapsed_s = time.monotonic() - started
         if record.ok:
@@ -361,9 +366,11 @@ class _Driver:
 
 
 async def run_load(config: LoadConfig, progress: Callable[[Progress], None] | None = None,
-                   on_start: Callable[[], None] | None = None) -> LoadRun:
+                   on_start: Callable[[], None] | None = None,
+                   on_held: Callable[[int], Awaitable[None]] | None = None) -> LoadRun:
     """Log in, preflight, run the load; raise LoadTestError (one line) if it cannot start.
-    `on_start` is called when the measured phase begins (after the logins)."""
+    `on_start` is called when the measured phase begins (after the logins); with config.hold,
+    `on_held(open sessions)` is awaited once every session charted, before they close."""
     config.validate()
     concurrency = config.active_users if config.duration is not None else config.sessions
     # Tornado queues requests beyond max_clients (default 10), which would serialize sessions.
@@ -383,9 +390,13 @@ async def run_load(config: LoadConfig, progress: Callable[[Progress], None] | No
                 records = await driver.open_loop(clients)
             else:
                 records = await driver.closed_loop(clients)
+            if on_held is not None:
+                await on_held(len(driver.held))
         finally:
             if ticker is not None:
                 ticker.cancel()
+            for session in driver.held:
+                session.close()
         duration_s = time.monotonic() - driver.t0
         if progress is not None:
             driver.live.elapsed_s, driver.live.finished = duration_s, True
