@@ -97,7 +97,10 @@ BROWSER = "browser"
 BROWSER_ROUNDS, BROWSER_QUERY_S, BROWSER_TARGET_S = 7, 0.1, 1.0
 SPECIAL = (LIVE, MEMORY, BROWSER)
 EXTRA_HEADING = "## Open sessions and the browser"
-CPU_COLUMNS = ("workers", "gunicorn master", "edge", "nginx", "postgres", "peer: panel serve", "peer: page",
+# The workers' named threads (bokeh_apps.kit.runtime.name_os_thread) and what runs on them.
+WORKER_THREADS = {"bokeh-w": "Bokeh loop", "db-w": "database loop"}
+CPU_COLUMNS = ("workers", "workers: Bokeh loop", "workers: database loop", "workers: other threads",
+               "gunicorn master", "edge", "nginx", "postgres", "peer: panel serve", "peer: page",
                "all but the tester", "load tester")
 PEER = ("e", "f")
 # The peer's processes, as its documentation runs them: Panel's own server with 4 processes
@@ -258,7 +261,13 @@ class Bench:
         return classes
 
     def cpu_reading(self, classes: list[tuple[str, int | None, str]]) -> dict[str, float]:
-        reading = processes.cpu_by_class(processes.read_table(), classes)
+        table = processes.read_table()
+        reading = processes.cpu_by_class(table, classes)
+        if self.site is not None and self.site.gunicorn is not None:
+            # Inside the workers, by thread: a rough split of the phases (README, Benchmark).
+            workers = processes.descendants(table, self.site.gunicorn.pid)
+            for role, seconds in processes.worker_threads(table, workers, WORKER_THREADS).items():
+                reading[f"workers: {role}"] = seconds
         t = os.times()
         reading["load tester"] = t.user + t.system
         return reading
@@ -285,7 +294,8 @@ class Bench:
         cpu_before: dict[str, float] = {}
         run = asyncio.run(run_load(config, on_start=lambda: cpu_before.update(self.cpu_reading(classes))))
         cpu = processes.difference(cpu_before, self.cpu_reading(classes), sessions)
-        cpu["all but the tester"] = round(sum(v for k, v in cpu.items() if k != "load tester"), 2)
+        cpu["all but the tester"] = round(sum(v for k, v in cpu.items() if k != "load tester" and ":" not in k
+                                              or k.startswith("peer:")), 2)
         summary = summarize(run)
         time.sleep(1.0)  # pg_stat_statements counts a statement when it completes
         after = self.executions()

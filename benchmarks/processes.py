@@ -97,3 +97,40 @@ def rss_kb(pids: Iterable[int]) -> dict[int, int]:
         except OSError:
             continue
     return out
+
+
+def threads(pid: int, proc: Path = Path("/proc")) -> dict[str, float]:
+    """CPU seconds of a process's threads by kernel name (comm); threads that ended count in
+    the process's total only, so callers take the rest as "other"."""
+    out: dict[str, float] = {}
+    try:
+        tasks = list((proc / str(pid) / "task").iterdir())
+    except OSError:
+        return out
+    for task in tasks:
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            name = (task / "comm").read_text().strip()
+        except OSError:
+            continue
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
+def worker_threads(table: Mapping[int, Proc], pids: Iterable[int], named: Mapping[str, str],
+                   read=threads) -> dict[str, float]:
+    """The workers' CPU by role of thread: `named` maps a thread-name prefix to a role; what
+    no prefix names (Flask's threads, gunicorn's own, ended threads) is "other threads"."""
+    out = {role: 0.0 for role in named.values()}
+    out["other threads"] = 0.0
+    for pid in pids:
+        if pid not in table:
+            continue
+        named_s = 0.0
+        for name, seconds in read(pid).items():
+            role = next((r for prefix, r in named.items() if name.startswith(prefix)), None)
+            if role is not None:
+                out[role] += seconds
+                named_s += seconds
+        out["other threads"] += table[pid].own_s - named_s
+    return out

@@ -35,3 +35,33 @@ def test_this_process_is_in_the_real_table():
     table = read_table()
     me = table[os.getpid()]
     assert me.ppid == os.getppid() and me.own_s >= 0 and "python" in me.cmdline
+
+
+def test_worker_threads_split_by_role_and_the_rest_is_other():
+    from benchmarks.processes import worker_threads
+    named = {"bokeh-w": "Bokeh loop", "db-w": "database loop"}
+    by_pid = {2: {"bokeh-w1": 6.0, "db-w1": 1.5, "python": 2.0}, 3: {"bokeh-w2": 12.0, "db-w2": 3.0}}
+    split = worker_threads(TABLE, [2, 3, 99], named, read=lambda pid: by_pid[pid])
+    # pid 2: own 10 = 6 + 1.5 + 2.5 other; pid 3: own 20 = 12 + 3 + 5 other (ended threads, say)
+    assert split == {"Bokeh loop": 18.0, "database loop": 4.5, "other threads": 7.5}
+
+
+def test_threads_reads_this_process():
+    import threading
+
+    from benchmarks.processes import threads
+    from bokeh_apps.kit.runtime import name_os_thread
+    done = threading.Event()
+
+    def spin():
+        name_os_thread("bench-probe")
+        done.wait(5)
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        import time
+        time.sleep(0.1)
+        assert "bench-probe" in threads(os.getpid())
+    finally:
+        done.set()
+        t.join()
