@@ -41,10 +41,12 @@ RUNNING, QUEUED = "running", "queued"
 # superusers' reserve, less every connection open (any database, any application), less
 # what the site may still open besides queries ($1 per live worker: its Flask threads and
 # their overflow, which open lazily; $2 for the edge, migrations, tools), split evenly among
-# the live workers ($3: the registry TTL), which may all be growing at once.
+# the live workers ($3: the registry TTL), which may all be growing at once. A row another role's
+# session hides the type of counts as a client: better one connection too few than too many.
 HEADROOM_SQL = """
     SELECT ((current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int
-             - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')
+             - (SELECT count(*) FROM pg_stat_activity
+                WHERE coalesce(backend_type, 'client backend') = 'client backend')
              - w.n * $1 - $2) / w.n)::int
     FROM (SELECT greatest(count(*), 1) AS n FROM bokeh_workers
           WHERE heartbeat_at > now() - make_interval(secs => $3)) w
