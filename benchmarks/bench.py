@@ -103,6 +103,7 @@ CPU_COLUMNS = ("workers", "workers: Bokeh loop", "workers: database loop", "work
                "gunicorn master", "edge", "nginx", "postgres", "peer: panel serve", "peer: page",
                "all but the tester", "load tester")
 PEER = ("e", "f")
+BLOCKING = "d"
 # The peer's processes, as its documentation runs them: Panel's own server with 4 processes
 # (one per worker of ours), and the page from gunicorn with as many threads as one of ours.
 PEER_PROCS = 4
@@ -638,8 +639,11 @@ def parse_scenarios(text: str) -> list[str]:
                 keys.append(key)
     if not keys:
         raise argparse.ArgumentTypeError("no scenario given")
-    # The peer's scenarios last: our site stops before the peer starts.
-    return [k for k in keys if k not in PEER] + [k for k in keys if k in PEER]
+    # The blocking baseline after the rest of ours: its sessions stall each worker's loop for
+    # minutes after its own run ends, and the next scenario would measure that. The peer's
+    # scenarios last: our site stops before the peer starts.
+    return ([k for k in keys if k not in PEER and k != BLOCKING] + [k for k in keys if k == BLOCKING]
+            + [k for k in keys if k in PEER])
 
 
 def verdicts(results: dict) -> dict[str, str]:
@@ -765,9 +769,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--password", default=os.environ.get("LOADTEST_PASSWORD", DEV_LOADTEST_PASSWORD))
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--scenarios", type=parse_scenarios, default="abcdr,memory,browser,live,ef",
+    parser.add_argument("--scenarios", type=parse_scenarios, default="abcr,memory,browser,live,d,ef",
                         help="which of a-f, r, memory, browser and live to run, e.g. ab, live or bf,browser "
-                             "(default all; the peer's e and f always last: our site stops first)")
+                             "(default all; d runs after the rest of ours, the peer's e and f last: our site stops first)")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
     args = parser.parse_args(argv)
