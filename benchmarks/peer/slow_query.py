@@ -16,18 +16,14 @@ from bokeh.models import Div
 from bokeh_apps.slow_query import POINTS, SQL, chart, columns
 
 # One pool per process (each of --num-procs forks its own), opened by its first session, with
-# as many connections at most as one of our workers keeps (DB_POOL_SIZE's default, 50).
-_pool: "asyncpg.Pool | None" = None
-_opening: "asyncio.Future | None" = None
-
-
+# as many connections at most as one of our workers keeps (DB_POOL_SIZE's default, 50). Panel
+# runs this script afresh for every session: what a process shares lives in pn.state.cache.
 async def pool() -> asyncpg.Pool:
-    global _pool, _opening
-    if _pool is None:
-        if _opening is None:
-            _opening = asyncio.ensure_future(asyncpg.create_pool(os.environ["DATABASE_URL"], min_size=10, max_size=50))
-        _pool = await asyncio.shield(_opening)
-    return _pool
+    opening = pn.state.cache.get("peer-pool")
+    if opening is None:
+        opening = pn.state.cache["peer-pool"] = asyncio.ensure_future(
+            asyncpg.create_pool(os.environ["DATABASE_URL"], min_size=10, max_size=50))
+    return await asyncio.shield(opening)
 
 
 args = pn.state.session_args
