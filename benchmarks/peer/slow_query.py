@@ -15,6 +15,7 @@ from bokeh.models import Div
 
 from bokeh_apps.slow_query import POINTS, SQL, chart, columns
 
+
 # One pool per process (each of --num-procs forks its own), opened by its first session, with
 # as many connections at most as one of our workers keeps (DB_POOL_SIZE's default, 50). Panel
 # runs this script afresh for every session: what a process shares lives in pn.state.cache.
