@@ -642,8 +642,10 @@ def parse_scenarios(text: str) -> list[str]:
     # The blocking baseline after the rest of ours: its sessions stall each worker's loop for
     # minutes after its own run ends, and the next scenario would measure that. The peer's
     # scenarios last: our site stops before the peer starts.
-    return ([k for k in keys if k not in PEER and k != BLOCKING] + [k for k in keys if k == BLOCKING]
-            + [k for k in keys if k in PEER])
+    # Memory first: RSS growth is measured on fresh workers (a heap that earlier runs grew
+    # holds freed memory the next sessions reuse without growing).
+    order = [MEMORY] + [k for k in keys if k not in PEER and k not in (BLOCKING, MEMORY)] + [BLOCKING] + list(PEER)
+    return [k for k in order if k in keys]
 
 
 def verdicts(results: dict) -> dict[str, str]:
@@ -769,9 +771,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--password", default=os.environ.get("LOADTEST_PASSWORD", DEV_LOADTEST_PASSWORD))
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--scenarios", type=parse_scenarios, default="abcr,memory,browser,live,d,ef",
+    parser.add_argument("--scenarios", type=parse_scenarios, default="memory,abcr,browser,live,d,ef",
                         help="which of a-f, r, memory, browser and live to run, e.g. ab, live or bf,browser "
-                             "(default all; d runs after the rest of ours, the peer's e and f last: our site stops first)")
+                             "(default all; memory runs first, on fresh workers; d after the rest of ours; the peer's e and f "
+                             "last: our site stops first)")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
     args = parser.parse_args(argv)

@@ -8,10 +8,10 @@ import pytest
 from benchmarks.bench import comparison, parse_scenarios
 
 
-def test_the_blocking_baseline_runs_after_ours_and_the_peer_last_whatever_the_order_asked():
+def test_memory_runs_first_the_blocking_baseline_after_ours_and_the_peer_last_whatever_the_order_asked():
     assert parse_scenarios("fb,live") == ["b", "live", "f"]
     assert parse_scenarios("abcdef,live") == ["a", "b", "c", "live", "d", "e", "f"]
-    assert parse_scenarios("dr,memory") == ["r", "memory", "d"]
+    assert parse_scenarios("dr,memory") == ["memory", "r", "d"]  # memory on fresh workers
     with pytest.raises(argparse.ArgumentTypeError):
         parse_scenarios("bz")
 
