@@ -712,7 +712,9 @@ def write_markdown(results: dict, info: dict) -> str:
         f"Produced by `make bench` on {info['date']} (`{info['command']}`).", "",
         f"Machine: {info['machine']['cpu']}, {info['machine']['cores']} cores, {info['machine']['memory']}, "
         f"{info['machine']['os']}, Python {info['machine']['python']}. The load generator (app.loadtest) ran on the "
-        f"same machine as the site: nginx, gunicorn with 4 workers (one embedded Bokeh server each), PostgreSQL.", "",
+        f"same machine as the site: nginx, gunicorn with 4 workers (one embedded Bokeh server each), PostgreSQL. "
+        f"Load average (1 min) when the run started and ended: {info.get('load', '-')} (above the 2 cores: "
+        "something else shared the machine, and every number here is slower for it).", "",
         "Time-to-chart is measured per session from the page request to the chart's data arriving over the "
         "websocket; it includes the page, autoload.js, the websocket and document pull, the query, and the push.", "",
         "| scenario | sessions | query | ok | errors | p50 | p90 | p99 | max | p99 / query | target | "
@@ -780,6 +782,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     bench = Bench(args)
+    load_start = os.getloadavg()[0]
     results: dict = {}
     live: dict | None = None
     memory: dict | None = None
@@ -801,6 +804,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bench.stop()
     info = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
+            "load": f"{load_start:.1f} and {os.getloadavg()[0]:.1f}",
             "command": "make bench" + (f" ARGS='{' '.join(argv)}'" if argv else ""),
             "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                   text=True).stdout.strip()}
