@@ -50,7 +50,11 @@ class Settings:
     # Long enough for autoload.js and the websocket to follow the page, short enough that
     # a token copied out of a page is soon useless.
     session_token_ttl_seconds: int = 120
+    # Query connections per worker: DB_POOL_SIZE opened at start and kept; up to DB_POOL_OVERFLOW
+    # more opened for a burst while PostgreSQL's max_connections leaves room (shared by all
+    # workers, see bokeh_apps.queries.slots), closed again after 30 s idle. 0: no overflow.
     db_pool_size: int = 50
+    db_pool_overflow: int = 50
     statement_timeout_seconds: float = 60.0
     # Long queries one user may have running at once; more wait in a queue ("queued, 2nd").
     user_query_limit: int = 4
@@ -129,6 +133,7 @@ class Settings:
             registry_ttl_seconds=_float(env, "REGISTRY_TTL_SECONDS", 20.0, 1, 3600),
             session_token_ttl_seconds=_int(env, "SESSION_TOKEN_TTL_SECONDS", 120, 5, 3600),
             db_pool_size=_int(env, "DB_POOL_SIZE", 50, 1, 1000),
+            db_pool_overflow=_int(env, "DB_POOL_OVERFLOW", 50, 0, 1000),
             statement_timeout_seconds=_float(env, "STATEMENT_TIMEOUT_SECONDS", 60.0, 0.1, 86400),
             user_query_limit=_int(env, "USER_QUERY_LIMIT", 4, 1, 10000),
             query_cache_ttl=_cache_ttl(env.get("QUERY_CACHE_TTL", "teams=60")),

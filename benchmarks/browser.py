@@ -346,7 +346,7 @@ def markdown(result: dict, info: dict) -> str:
     lines = [HEADING, "",
              f"Produced on {info.get('date', '?')} (`{info.get('command', 'python -m benchmarks.browser')}`), "
              "headless Chromium (Debian's /usr/bin/chromium, Playwright) on the same machine as the site "
-             "(2 shared cores, busy with other work: read the numbers as an upper bound). "
+             "(its load average is in the run's header). "
              f"Dashboard `{result['dashboard']}` with a {result['query_s']:g} s query, a distinct variant each run; "
              f"{result['runs']} runs each. Cold: a fresh browser context (empty cache) per run; warm: one context "
              "whose cache is filled, cookies cleared before each login. Times are the page's own clock from the "

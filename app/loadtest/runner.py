@@ -14,7 +14,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Awaitable, Callable
 from urllib.parse import urlencode, urlsplit
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
@@ -31,6 +31,7 @@ from app.loadtest.site_client import (
     LightSession,
     SiteClient,
     parse_page,
+    with_autoload_token,
 )
 
 # Dashboards that take ?seconds= and ?variant= (a distinct variant makes every query distinct).
@@ -64,6 +65,10 @@ class LoadConfig:
     # Open the dashboard once before the load (clear errors for a bad URL, login or name).
     # The benchmark turns it off: the preflight's own query would count as a DB execution.
     preflight: bool = True
+    # Log in first (the site); off for a page without accounts (make bench's peer).
+    login: bool = True
+    # Keep each session open after its chart, until the whole run is done (memory of open sessions).
+    hold: bool = False
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""
@@ -195,6 +200,7 @@ class _Driver:
         self.users = [username(config.prefix, i) for i in range(1, config.active_users + 1)]
         # A random base keeps variants distinct from other runs' queries still in flight.
         self.variant_base = random.randrange(1, SLOW_QUERY_MAX_VARIANT // 2)
+        self.held: list[LightSession] = []
 
     # -- before the measured phase ---------------------------------------------------------
 
@@ -217,6 +223,9 @@ class _Driver:
         """Log every account in and preflight the dashboard; the first account alone, first,
         so a bad URL, password or dashboard fails once, clearly."""
         users = self.users
+        if not self.config.login:
+            return [SiteClient(self.config.url, timeout=self.config.timeout, http=self.http, resolver=self.resolver)
+                    for _ in users]
         first = await self.login(users[0])
         if self.config.preflight:
             await self.preflight(first, users[0])
@@ -285,9 +294,12 @@ class _Driver:
             autoload = await client.fetch_autoload(page)
             if autoload.code != 200:
                 raise ClientError(f"autoload.js answered HTTP {autoload.code}", status=autoload.code)
+            page = with_autoload_token(page, autoload)
             record.autoload_s = lap()
-            # Light: the server sees a browser's exchange; we skip building models we never read.
-            session = await asyncio.wait_for(client.connect(page, light=True), config.timeout - (mark - started))
+            # Light: the server sees a browser's exchange (document_ready included, which
+            # BokehJS sends once it rendered the document); we skip building models we never read.
+            session = await asyncio.wait_for(client.connect(page, light=True, ready=True),
+                                             config.timeout - (mark - started))
             record.connect_s = lap()
             remaining = config.timeout - (mark - started)
             if remaining <= 0:
@@ -308,7 +320,9 @@ class _Driver:
         except Exception as exc:  # every failure is a result to count, not a reason to stop
             record.error, record.message = classify(exc)
         finally:
-            if session is not None:
+            if session is not None and config.hold and record.ok:
+                self.held.append(session)
+            elif session is not None:
                 session.close()  # lets the server destroy the session and free its query
         record.elapsed_s = time.monotonic() - started
         if record.ok:
@@ -351,8 +365,12 @@ class _Driver:
             await asyncio.sleep(PROGRESS_INTERVAL)
 
 
-async def run_load(config: LoadConfig, progress: Callable[[Progress], None] | None = None) -> LoadRun:
-    """Log in, preflight, run the load; raise LoadTestError (one line) if it cannot start."""
+async def run_load(config: LoadConfig, progress: Callable[[Progress], None] | None = None,
+                   on_start: Callable[[], None] | None = None,
+                   on_held: Callable[[int], Awaitable[None]] | None = None) -> LoadRun:
+    """Log in, preflight, run the load; raise LoadTestError (one line) if it cannot start.
+    `on_start` is called when the measured phase begins (after the logins); with config.hold,
+    `on_held(open sessions)` is awaited once every session charted, before they close."""
     config.validate()
     concurrency = config.active_users if config.duration is not None else config.sessions
     # Tornado queues requests beyond max_clients (default 10), which would serialize sessions.
@@ -363,6 +381,8 @@ async def run_load(config: LoadConfig, progress: Callable[[Progress], None] | No
         login_started = time.monotonic()
         clients = await driver.prepare()
         login_s = time.monotonic() - login_started
+        if on_start is not None:
+            on_start()
         started_at, driver.t0 = datetime.now(timezone.utc), time.monotonic()
         ticker = asyncio.create_task(driver.report_progress(progress)) if progress else None
         try:
@@ -370,9 +390,13 @@ async def run_load(config: LoadConfig, progress: Callable[[Progress], None] | No
                 records = await driver.open_loop(clients)
             else:
                 records = await driver.closed_loop(clients)
+            if on_held is not None:
+                await on_held(len(driver.held))
         finally:
             if ticker is not None:
                 ticker.cancel()
+            for session in driver.held:
+                session.close()
         duration_s = time.monotonic() - driver.t0
         if progress is not None:
             driver.live.elapsed_s, driver.live.finished = duration_s, True

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 import re
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.cookies import SimpleCookie
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -28,6 +29,13 @@ _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 _EMBED = re.compile(r'<div id="dashboard"([^>]*)>')
 _ATTRIBUTE = re.compile(r'data-([a-z-]+)="([^"]*)"')
 TOKEN_HEADER = "X-Bokeh-Token"  # as the page's loader sends it (app/web/static/dashboard.js)
+# A page built with bokeh.embed.server_document (make bench's peer): its loader's request,
+# and the session token the autoload.js it fetches carries.
+_SERVER_DOCUMENT = re.compile(r"""xhr\.open\('GET', "([^"]+)", true\)""")
+_AUTOLOAD_TOKEN = re.compile(r'\\?"token\\?":\s*\\?"([A-Za-z0-9_.\-]+)')
+# What BokehJS sends once it has rendered a pulled document (Panel starts pn.state.onload on it).
+DOCUMENT_READY = json.dumps({"events": [{"kind": "MessageSent", "msg_type": "bokeh_event", "msg_data": {
+    "type": "event", "name": "document_ready", "values": {"type": "map", "entries": []}}}]})
 
 
 class CachingResolver(Resolver):
@@ -79,6 +87,10 @@ def parse_page(status: int, body: str) -> EmbeddedPage:
     """The session a dashboard page embeds: its `#dashboard` element's data attributes."""
     match = _EMBED.search(body)
     data = {k: html.unescape(v) for k, v in _ATTRIBUTE.findall(match.group(1))} if match else {}
+    loader = _SERVER_DOCUMENT.search(body)
+    if not data and loader is not None:  # server_document(): the token comes with autoload.js
+        src = html.unescape(loader.group(1))
+        return EmbeddedPage(status, "", src, "", parse_qs(urlsplit(src).query)["bokeh-absolute-url"][0])
     if not {"src", "token", "worker"} <= data.keys():
         raise ClientError(f"the dashboard page has no Bokeh embed (HTTP {status})")
     app_url = parse_qs(urlsplit(data["src"]).query)["bokeh-absolute-url"][0]
@@ -144,13 +156,25 @@ class SiteClient:
         return parse_page(response.code, response.body.decode())
 
     async def fetch_autoload(self, page: EmbeddedPage) -> HTTPResponse:
-        return await self.request("GET", page.autoload_url, headers={TOKEN_HEADER: page.token})
+        return await self.request("GET", page.autoload_url, headers={TOKEN_HEADER: page.token} if page.token else {})
 
-    async def connect(self, page: EmbeddedPage, *, origin: str | None = None, light: bool = False):
-        """A BokehSession (a live Document), or with light=True a LightSession (watched models only)."""
+    async def connect(self, page: EmbeddedPage, *, origin: str | None = None, light: bool = False,
+                      ready: bool = False):
+        """A BokehSession (a live Document), or with light=True a LightSession (watched models only).
+        ready=True: tell the server the document is ready, as BokehJS does once it rendered it."""
         kind = LightSession if light else BokehSession
         return await kind.connect(page.websocket_url, page.token, origin or self.origin, self.timeout,
-                                  resolver=self.resolver)
+                                  resolver=self.resolver, ready=ready)
+
+
+def with_autoload_token(page: EmbeddedPage, autoload: HTTPResponse) -> EmbeddedPage:
+    """A server_document() page's session token, from the autoload.js that created the session."""
+    if page.token:
+        return page
+    match = _AUTOLOAD_TOKEN.search(autoload.body.decode(errors="replace"))
+    if match is None:
+        raise ClientError("autoload.js carries no session token")
+    return replace(page, token=match.group(1))
 
 
 class ProtocolSession:
@@ -186,7 +210,7 @@ class ProtocolSession:
 
     @classmethod
     async def connect(cls, ws_url: str, token: str, origin: str, timeout: float = 30.0,
-                      resolver: Resolver | None = None):
+                      resolver: Resolver | None = None, ready: bool = False):
         request = HTTPRequest(ws_url, headers={"Origin": origin}, request_timeout=timeout)
         ws = await websocket_connect(request, subprotocols=["bokeh", token], max_message_size=64 * 1024 * 1024,
                                      resolver=resolver)
@@ -202,6 +226,10 @@ class ProtocolSession:
         if reply.msgtype != "PULL-DOC-REPLY":
             raise ClientError(f"expected PULL-DOC-REPLY, got {reply.msgtype}")
         session._load(reply)
+        if ready:
+            header = json.dumps({"msgid": f"ready-{id(session)}", "msgtype": "PATCH-DOC"})
+            for part in (header, "{}", DOCUMENT_READY):
+                await session.ws.write_message(part)
         return session
 
     async def _send(self, message: Any) -> None:

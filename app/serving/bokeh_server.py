@@ -193,6 +193,8 @@ class EmbeddedBokehServer:
 
     # thread ------------------------------------------------------------------
     def _run(self) -> None:
+        from bokeh_apps.kit.runtime import name_os_thread
+        name_os_thread(threading.current_thread().name)
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         self._loop = loop

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import ctypes
 import logging
 import threading
 import weakref
@@ -30,7 +31,7 @@ from bokeh_apps.queries.coalescer import LEADER_GRACE_S, Coalescer
 from bokeh_apps.queries.entries import EntryFeed
 from bokeh_apps.queries.notifications import Notifications
 from bokeh_apps.queries.prefetch import Prefetcher
-from bokeh_apps.queries.service import QueryService
+from bokeh_apps.queries.service import QueryService, headroom
 from bokeh_apps.queries.user_queue import UserQueue
 from bokeh_apps.speedups import collector
 
@@ -48,8 +49,14 @@ SWEEP_EVERY_S = 2.0
 # own pool so that it never waits behind long queries holding every query connection.
 BOOKKEEPING_POOL_SIZE = 8
 BOOKKEEPING_TIMEOUT_MS = "5000"
+# A burst's overflow connections close after this long idle: the next burst a few seconds
+# later reuses them, an hour of quiet does not hold them (bokeh_apps.queries.slots).
+OVERFLOW_IDLE_S = 30.0
+# Flask's SQLAlchemy connections per worker beyond its threads (app/__init__.py, max_overflow).
+FLASK_OVERFLOW = 4
 CLOSE_TIMEOUT_S = 3.0
 START_TIMEOUT_S = 60.0
+PR_SET_NAME = 15  # linux/prctl.h
 
 _current: "WorkerRuntime | None" = None
 
@@ -68,6 +75,15 @@ async def keep_session(_conn: asyncpg.Connection) -> None:
     parameters, and asyncpg still rolls back a transaction left open."""
 
 
+def name_os_thread(name: str) -> None:
+    """Give the calling thread `name` in the kernel too (/proc/<pid>/task/<tid>/comm, 15 bytes),
+    so that `top -H`, py-spy and make bench's CPU accounting tell a worker's loops apart."""
+    try:
+        ctypes.CDLL(None).prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the name is only a convenience
+        pass
+
+
 class DatabaseThread:
     """A daemon thread running an asyncio loop for the worker's database work."""
 
@@ -79,6 +95,7 @@ class DatabaseThread:
         self._thread.start()
 
     def _run(self) -> None:
+        name_os_thread(self._thread.name)
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
         self.loop.close()
@@ -101,6 +118,7 @@ class WorkerRuntime:
         self.db = DatabaseThread(f"db-{worker}")
         # Set by _open(), on the database thread.
         self.pool: asyncpg.Pool
+        self.overflow: asyncpg.Pool | None
         self.bookkeeping: asyncpg.Pool
         self.notifications: Notifications
         self.coalescer: Coalescer
@@ -142,7 +160,16 @@ class WorkerRuntime:
             # Every query of every app runs under this limit; the server stops it, not us.
             server_settings={"statement_timeout": timeout_ms, "application_name": f"bokeh-{name}"},
             reset=keep_session,
+            # Kept open while idle (asyncpg's default closes them after 5 min, and the next
+            # burst would pay for reconnecting all of them).
+            max_inactive_connection_lifetime=0,
         )
+        self.overflow = None
+        if settings.db_pool_overflow:
+            self.overflow = await asyncpg.create_pool(
+                settings.database_url, min_size=0, max_size=settings.db_pool_overflow,
+                server_settings={"statement_timeout": timeout_ms, "application_name": f"bokeh-{name}-overflow"},
+                reset=keep_session, max_inactive_connection_lifetime=OVERFLOW_IDLE_S)
         self.bookkeeping = await asyncpg.create_pool(
             settings.database_url, min_size=BOOKKEEPING_POOL_SIZE, max_size=BOOKKEEPING_POOL_SIZE,
             server_settings={"statement_timeout": BOOKKEEPING_TIMEOUT_MS,
@@ -154,7 +181,9 @@ class WorkerRuntime:
                                    max_run_s=settings.statement_timeout_seconds + LEADER_GRACE_S)
         self.queries = QueryService(self.pool, settings.db_pool_size,
                                     UserQueue(self.bookkeeping, self.notifications, worker_id),
-                                    self.coalescer, settings.statement_timeout_seconds)
+                                    self.coalescer, settings.statement_timeout_seconds, overflow_pool=self.overflow,
+                                    headroom=headroom(self.bookkeeping, settings.gunicorn_threads + FLASK_OVERFLOW,
+                                                      settings.registry_ttl_seconds))
         # The admin console's Cancel: the leader of the run (or the holder of the ticket) stops it.
         self.notifications.subscribe(QUERY_CANCEL_CHANNEL, self.queries.cancel_by_admin)
         self.prefetch = Prefetcher(settings, name, worker_id, self.queries, self._openings, self.notifications)
@@ -220,7 +249,9 @@ class WorkerRuntime:
         self.prefetch.close()
         await self.coalescer.close()
         await self.notifications.close()
-        for pool in (self.pool, self.bookkeeping):
+        for pool in (self.pool, self.overflow, self.bookkeeping):
+            if pool is None:
+                continue
             try:
                 await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT_S)
             except (asyncio.TimeoutError, OSError):

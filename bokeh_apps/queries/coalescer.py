@@ -7,7 +7,8 @@ Sessions asking for the same key (bokeh_apps.queries.rows.query_key) on one work
   `waiters` counts interested workers), or starts one: this worker is then its leader.
 - The leader executes, hands its own sessions the rows at once, then `query_finish`
   stores the result (kept for the cache TTL) and notifies `done:<run>`; followers on
-  other workers read it by run id.
+  other workers read it by run id. With the cache off and no follower, the leader ends
+  the run with `query_finish_alone` instead (migration 0010): nothing is stored for nobody.
 - Interest ends when a worker's last session for the run goes: `query_leave` decrements
   `waiters`; at zero it notifies `cancel:<run>`, and the leader drops the run
   (`query_drop`, refused if a worker joined meanwhile) and cancels the statement, which
@@ -47,6 +48,7 @@ CLAIM_SQL = "SELECT role, run_id, payload, error FROM query_claim($1, $2)"
 LEAVE_SQL = "SELECT query_leave($1)"
 DROP_SQL = "SELECT query_drop($1)"
 FINISH_SQL = "SELECT query_finish($1, $2, $3, $4, $5, $6)"
+FINISH_ALONE_SQL = "SELECT query_finish_alone($1, $2)"
 POLL_SQL = "SELECT state, payload, error FROM query_poll($1)"
 EXPIRE_SQL = "SELECT query_expire($1, $2)"
 # A leader cannot run a statement longer than statement_timeout; one that has not finished
@@ -239,6 +241,8 @@ class Coalescer:
             await self.pool.execute(FINISH_SQL, run.key, run.run_id, None, str(exc), ttl, KEEP_S)
             return
         self._set(run, result)  # this worker's sessions first: they need no round trip
+        if ttl <= 0 and await self.pool.fetchval(FINISH_ALONE_SQL, run.run_id, ttl):
+            return  # no cache, no follower: the run is over, and the JSON would be for nobody
         await self.pool.execute(FINISH_SQL, run.key, run.run_id, rows.encode(result), None, ttl, KEEP_S)
 
     async def _follow(self, run: LocalRun) -> bool:

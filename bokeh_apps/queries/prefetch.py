@@ -6,7 +6,8 @@ asks the dashboard for its opening query (`opening_query(info)` in its module) a
 it through the query service like any session's query: the same ticket in the user's
 queue, the same coalescing, the same worker slots. When the session's document asks for
 the same query, it adopts the running one (`take`). A page whose session never comes
-(closed before the scripts loaded) has its query cancelled after QUERY_PREFETCH_SECONDS.
+(closed before the scripts loaded) has its query cancelled after QUERY_PREFETCH_SECONDS; a query
+that finished by then keeps its result for the session until the page's token expires.
 
 Measured with `make bench`, 200 sessions at once: see README, "Benchmark".
 """
@@ -53,6 +54,8 @@ class Prefetched:
     future: "concurrent.futures.Future[Any]"
     progress: Progress
     dashboard: str = ""
+    # A finished query's result waits for its session until then (monotonic): the token's end.
+    keep_until: float = 0.0
 
 
 class Prefetcher:
@@ -108,13 +111,25 @@ class Prefetcher:
             progress = self.queries.progress(spec)
             with logs.session(session_id):  # the query's task, and its log lines, name the session
                 future = asyncio.run_coroutine_threadsafe(self.queries.run(spec, progress), loop)
-            self._waiting[session_id] = Prefetched(spec.key, future, progress, spec.dashboard)
+            self._waiting[session_id] = Prefetched(spec.key, future, progress, spec.dashboard,
+                                                   time.monotonic() + self.settings.session_token_ttl_seconds)
         loop.call_later(self.grace_s, self._expire, session_id)
 
     def _expire(self, session_id: str) -> None:
         with self._lock:
-            entry = self._waiting.pop(session_id, None)
-        if entry is not None and entry.future.cancel():
+            entry = self._waiting.get(session_id)
+            if entry is None:
+                return
+            left = entry.keep_until - time.monotonic()
+            if entry.future.done() and not entry.future.cancelled() and left > 0:
+                # Finished before its session came. Under load a session can follow its page by
+                # more than the grace period, and running the query again for it doubled the
+                # work when the site could least afford it (make bench (r): 2.5 executions a
+                # session); its result (a chart's rows) waits until the token has expired.
+                asyncio.get_running_loop().call_later(left, self._expire, session_id)
+                return
+            del self._waiting[session_id]
+        if entry.future.cancel():
             metrics.QUERY_CANCELLED.labels(entry.dashboard, "prefetch_unclaimed").inc()
             with logs.session(session_id):
                 log.info("prefetched query cancelled: its session did not open within %g s", self.grace_s)

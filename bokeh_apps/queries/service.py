@@ -5,17 +5,19 @@ Every query passes three gates, in this order:
    across all workers, first come first served);
 2. coalescing (bokeh_apps.queries.coalescer: an identical query in flight anywhere, or a fresh
    cached result, is shared, never run twice);
-3. a slot of this worker (bokeh_apps.queries.slots: as many as the pool has connections, so a
-   query that got a slot never waits for a connection).
-Then it runs on the asyncpg pool under statement_timeout.
+3. a slot of this worker (bokeh_apps.queries.slots: as many as the steady pool has connections,
+   plus overflow connections for a burst while PostgreSQL has room, so a query that got a
+   slot never waits for a connection).
+Then it runs on the asyncpg pool (steady or overflow) under statement_timeout.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Sequence
 
 import asyncpg
 
@@ -34,6 +36,30 @@ log = logging.getLogger(__name__)
 
 # What the placeholder says while a query is not finished (bokeh_apps.kit.document_query adds the rest).
 RUNNING, QUEUED = "running", "queued"
+
+# How many more connections this worker may open now: PostgreSQL's max_connections, less the
+# superusers' reserve, less every connection open (any database, any application), less
+# what the site may still open besides queries ($1 per live worker: its Flask threads and
+# their overflow, which open lazily; $2 for the edge, migrations, tools), split evenly among
+# the live workers ($3: the registry TTL), which may all be growing at once. A row another role's
+# session hides the type of counts as a client: better one connection too few than too many.
+HEADROOM_SQL = """
+    SELECT ((current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int
+             - (SELECT count(*) FROM pg_stat_activity
+                WHERE coalesce(backend_type, 'client backend') = 'client backend')
+             - w.n * $1 - $2) / w.n)::int
+    FROM (SELECT greatest(count(*), 1) AS n FROM bokeh_workers
+          WHERE heartbeat_at > now() - make_interval(secs => $3)) w
+"""
+# Connections for tools, migrations, the edge and the launcher, beside the workers' own.
+HEADROOM_FIXED_RESERVE = 10
+
+
+def headroom(pool: asyncpg.Pool, per_worker_reserve: int, ttl_s: float) -> Callable[[], Awaitable[int]]:
+    """The question WorkerSlots asks before opening an overflow connection (see HEADROOM_SQL)."""
+    async def ask() -> int:
+        return int(await pool.fetchval(HEADROOM_SQL, per_worker_reserve, HEADROOM_FIXED_RESERVE, ttl_s) or 0)
+    return ask
 
 
 @dataclass(frozen=True)
@@ -124,9 +150,15 @@ def describe_error(exc: BaseException, timeout_s: float) -> str:
 
 class QueryService:
     def __init__(self, pool: asyncpg.Pool, capacity: int, user_queue: UserQueue, coalescer: Coalescer,
-                 statement_timeout_s: float) -> None:
+                 statement_timeout_s: float, *, overflow_pool: asyncpg.Pool | None = None,
+                 headroom: Callable[[], Awaitable[int]] | None = None) -> None:
+        """`pool` holds `capacity` steady connections; `overflow_pool` (min_size 0) the burst's
+        extra ones, opened while `headroom()` allows (bokeh_apps.queries.slots)."""
         self.pool = pool
-        self.slots = WorkerSlots(capacity)
+        self.overflow_pool = overflow_pool
+        overflow = overflow_pool.get_max_size() if overflow_pool is not None else 0
+        self.slots = WorkerSlots(capacity, overflow, headroom if overflow_pool is not None else None,
+                                 overflow_pool.get_size if overflow_pool is not None else (lambda: 0))
         self.user_queue = user_queue
         self.coalescer = coalescer
         self.statement_timeout_s = statement_timeout_s
@@ -162,14 +194,41 @@ class QueryService:
             log.info("an administrator cancelled %s", payload)
         return stopped
 
-    async def _execute(self, run: LocalRun, spec: QuerySpec) -> Sequence[Any]:
+    @contextlib.asynccontextmanager
+    async def _connection(self, run: LocalRun, dashboard: str) -> AsyncIterator[asyncpg.Connection]:
+        """A slot and its connection: a steady one, or an overflow one while PostgreSQL has room."""
         queued = time.monotonic()
-        await self.slots.acquire(run.set_queued)
-        started, outcome = time.monotonic(), "ok"
-        metrics.SLOT_WAIT_SECONDS.labels(spec.dashboard).observe(started - queued)
+        while True:
+            overflow = await self.slots.acquire(run.set_queued)
+            pool = self.overflow_pool if overflow else self.pool
+            try:
+                conn = await pool.acquire()  # type: ignore[union-attr]
+            except asyncpg.TooManyConnectionsError:
+                self.slots.release(overflow)
+                if not overflow:
+                    raise
+                self.slots.refuse()  # something else took the room meanwhile: wait like any query
+                continue
+            except BaseException:
+                self.slots.release(overflow)
+                raise
+            break
+        metrics.SLOT_WAIT_SECONDS.labels(dashboard).observe(time.monotonic() - queued)
         try:
             run.set_running()
-            async with self.pool.acquire() as conn:
+            yield conn
+        finally:
+            try:
+                await pool.release(conn)  # type: ignore[union-attr]
+            finally:
+                self.slots.release(overflow)
+
+    async def _execute(self, run: LocalRun, spec: QuerySpec) -> Sequence[Any]:
+        started: float | None = None
+        outcome: str | None = "ok"
+        try:
+            async with self._connection(run, spec.dashboard) as conn:
+                started = time.monotonic()
                 if not spec.watermark:
                     return await conn.fetch(spec.sql, *spec.args)
                 # One snapshot for both statements: the rows hold exactly the writes it shows.
@@ -188,6 +247,5 @@ class QueryService:
                         type(exc).__name__, exc, getattr(exc, "sqlstate", None))
             raise QueryFailed(describe_error(exc, self.statement_timeout_s)) from exc
         finally:
-            self.slots.release()
-            if outcome is not None:
+            if outcome is not None and started is not None:
                 metrics.QUERY_SECONDS.labels(spec.dashboard, outcome).observe(time.monotonic() - started)

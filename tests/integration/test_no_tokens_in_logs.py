@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from app.config import Settings
-from app.loadtest.site_client import TOKEN_HEADER, BokehSession, ClientError, SiteClient
+from app.loadtest.site_client import TOKEN_HEADER, ClientError, SiteClient
 from app.ops import prestart
 from app.ops.launcher import Site
 from tests.conftest import site_env

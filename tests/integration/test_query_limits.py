@@ -1,4 +1,4 @@
-"""A small site (one worker, two database connections, a 1.5 s statement_timeout, the
+"""A small site (one worker, two database connections and no overflow, a 1.5 s statement_timeout, the
 blocking baseline on): the worker's cap, the timeout message, and the baseline itself."""
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ from tests.integration.test_queries import open_sessions, status_text
 @pytest.fixture(scope="module")
 def small_site(pg, output_dir):
     url = pg.create_database("small_site")
-    env = site_env(url, WEB_CONCURRENCY="1", DB_POOL_SIZE="2", STATEMENT_TIMEOUT_SECONDS="1.5",
+    # No overflow connections: the queue behind the steady pool is what is tested here
+    # (overflow for bursts: tests/integration/test_query_burst.py).
+    env = site_env(url, WEB_CONCURRENCY="1", DB_POOL_SIZE="2", DB_POOL_OVERFLOW="0", STATEMENT_TIMEOUT_SECONDS="1.5",
                    BLOCKING_BASELINE="1")
     prestart.run(Settings.from_env(env), people_per_team=2, history_days=30)
     shutil.rmtree(output_dir / "small-site-logs", ignore_errors=True)

@@ -25,3 +25,24 @@ def test_the_caching_resolver_resolves_each_address_once():
     first, other = asyncio.run(scenario())
     assert first == [[(socket.AF_INET, ("127.0.0.1", 8080))]] * 3 and other == [(socket.AF_INET, ("127.0.0.1", 8081))]
     assert calls == [("127.0.0.1", 8080), ("127.0.0.1", 8081)]
+
+
+def test_a_server_document_page_is_read_and_its_token_taken_from_autoload_js():
+    import io
+
+    from bokeh.embed import server_document
+    from tornado.httpclient import HTTPRequest, HTTPResponse
+
+    from app.loadtest.site_client import parse_page, with_autoload_token
+
+    body = server_document("http://127.0.0.1:5006/slow_query", arguments={"seconds": "5", "variant": "3"})
+    page = parse_page(200, f"<html><body>{body}</body></html>")
+    assert page.app_url == "http://127.0.0.1:5006/slow_query"
+    assert page.websocket_url == "ws://127.0.0.1:5006/slow_query/ws"
+    assert page.autoload_url.startswith("http://127.0.0.1:5006/slow_query/autoload.js?") and "variant=3" in \
+        page.autoload_url
+    assert page.token == ""
+    js = b'(function(root) { const docs_json = {}; const render_items = [{"token":"eyJzZXNzaW9uX2lkIjoiYWJj.x-y_z",' \
+         b'"elementid":"e1"}]; })(window);'
+    autoload = HTTPResponse(HTTPRequest(page.autoload_url), 200, buffer=io.BytesIO(js))
+    assert with_autoload_token(page, autoload).token == "eyJzZXNzaW9uX2lkIjoiYWJj.x-y_z"

@@ -157,3 +157,31 @@ def test_prefetch_off_listens_to_nothing():
     off = dataclasses.replace(SETTINGS, query_prefetch_seconds=0.0)
     Prefetcher(off, "w3", 3, StandInQueries(), {"slow-query": opening}, notifications)
     assert notifications.handlers == {}
+
+
+class QuickQueries(StandInQueries):
+    """Each query finishes at once, with one row."""
+
+    async def run(self, spec: QuerySpec, progress: Progress) -> list:
+        self.started.append(spec)
+        return [{"x": 1}]
+
+
+def test_a_finished_query_waits_for_a_late_session_until_its_token_expires():
+    settings = dataclasses.replace(SETTINGS, session_token_ttl_seconds=1)
+    queries, notifications = QuickQueries(), StandInNotifications()
+    prefetcher = Prefetcher(settings, "w3", 3, queries, {"slow-query": opening}, notifications)
+    (send,) = notifications.handlers.values()
+
+    async def scenario():
+        late = await sent(send, token())
+        await sent(send, token(seconds=6.0))
+        await asyncio.sleep(settings.query_prefetch_seconds + 0.2)  # past the grace period
+        taken = prefetcher.take(get_session_id(late), spec_of(late))
+        still = prefetcher.waiting  # the second page's session never comes: its result still waits
+        await asyncio.sleep(settings.session_token_ttl_seconds)
+        return taken, still, prefetcher.waiting
+    taken, still, after_token = asyncio.run(scenario())
+    assert taken is not None and taken.future.result() == [{"x": 1}]
+    assert still == 1 and len(queries.started) == 2  # nothing ran twice
+    assert after_token == 0  # no session can come once its token expired: the result goes
