@@ -95,3 +95,25 @@ def assert_clean_log(path) -> None:
     text = path.read_text(errors="replace")
     found = [marker for marker in UNCAUGHT if marker in text]
     assert not found, f"{path} has {found}; first at: {text[text.index(found[0]) - 300:][:2000]}"
+
+
+def site_with_logs(pg, log_dir, **overrides: str):
+    """A site of its own on the shared cluster whose logs start empty in `log_dir` (a generator
+    for a pytest fixture: yields the site, then stops it)."""
+    import os
+
+    from app.config import Settings
+    from app.ops import prestart
+    from app.ops.launcher import Site
+    from tests.conftest import site_env
+
+    url = pg.create_database(f"{log_dir.name.replace('-', '_')}_{os.getpid()}_{int(time.time())}")
+    env = site_env(url, **overrides)
+    prestart.run(Settings.from_env(env), people_per_team=2, history_days=3)
+    for old in log_dir.glob("*.log"):
+        old.unlink()
+    site = Site(env, log_dir=log_dir).start()
+    try:
+        yield site
+    finally:
+        site.stop()

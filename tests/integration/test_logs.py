@@ -5,33 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import time
 from pathlib import Path
 
 import pytest
 from bokeh.util.token import get_session_id
 
-from app.config import Settings
 from app.loadtest.site_client import SiteClient, parse_page
-from app.ops import prestart
-from app.ops.launcher import Site
-from tests.conftest import site_env
-from tests.integration.helpers import assert_clean_log, wait_until
+from tests.integration.helpers import assert_clean_log, site_with_logs, wait_until
 
 
 @pytest.fixture
 def json_site(pg, output_dir):
-    url = pg.create_database(f"jsonlogs_{os.getpid()}_{int(time.time())}")
     log_dir = output_dir / "json-logs-site-logs"
-    env = site_env(url, WEB_CONCURRENCY="2", LOG_LEVEL="info", LOG_FORMAT="json", EDGE_ACCESS_LOG="/dev/stdout")
-    prestart.run(Settings.from_env(env), people_per_team=2, history_days=3)
-    for old in log_dir.glob("*.log"):
-        old.unlink()
-    site = Site(env, log_dir=log_dir).start()
-    yield site, log_dir
-    site.stop()
+    for site in site_with_logs(pg, log_dir, WEB_CONCURRENCY="2", LOG_LEVEL="info", LOG_FORMAT="json",
+                               EDGE_ACCESS_LOG="/dev/stdout"):
+        yield site, log_dir
 
 
 def entries(path: Path) -> list[dict]:

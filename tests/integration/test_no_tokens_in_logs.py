@@ -6,30 +6,19 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
-from app.config import Settings
 from app.loadtest.site_client import TOKEN_HEADER, ClientError, SiteClient
-from app.ops import prestart
-from app.ops.launcher import Site
-from tests.conftest import site_env
-from tests.integration.helpers import mint, wait_until
+from tests.integration.helpers import mint, site_with_logs, wait_until
 
 
 @pytest.fixture
 def chatty_site(pg, output_dir):
-    url = pg.create_database(f"logs_{os.getpid()}_{int(time.time())}")
     log_dir = output_dir / "logs-site-logs"
-    env = site_env(url, WEB_CONCURRENCY="2", LOG_LEVEL="debug", EDGE_ACCESS_LOG="/dev/stdout")
-    prestart.run(Settings.from_env(env), people_per_team=2, history_days=3)
-    for old in log_dir.glob("*.log"):
-        old.unlink()
-    site = Site(env, log_dir=log_dir).start()
-    yield site, log_dir
-    site.stop()
+    for site in site_with_logs(pg, log_dir, WEB_CONCURRENCY="2", LOG_LEVEL="debug", EDGE_ACCESS_LOG="/dev/stdout"):
+        yield site, log_dir
 
 
 def test_no_log_line_contains_a_token(chatty_site):
