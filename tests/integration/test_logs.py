@@ -68,8 +68,12 @@ def test_lines_name_their_request_and_session(json_site):
     assert query["worker"] == page.worker and query["level"] == "INFO" and "rows in" in query["message"]
     # Tornado's access lines of the session (autoload.js, the websocket) name it too, with the
     # request id nginx logged for them.
-    tornado = [e for e in entries(gunicorn_log) if e["logger"] == "tornado.access" and e.get("session_id") == session]
-    assert {"autoload.js", "ws"} <= {e["message"].rsplit("/", 1)[-1].split(" ")[0] for e in tornado}, tornado
+    def tornado_lines() -> list[dict] | None:
+        lines = [e for e in entries(gunicorn_log) if e["logger"] == "tornado.access" and e.get("session_id") == session]
+        seen = {e["message"].rsplit("/", 1)[-1].split(" ")[0] for e in lines}
+        return lines if {"autoload.js", "ws"} <= seen else None
+    # The websocket's line is written when it closes, a moment after the client closed it.
+    tornado = wait_until(tornado_lines, 10, f"Tornado's access lines of session {session} lack autoload.js or ws")
     nginx_ids = {e.get("request_id") for e in entries(edge_log) if e["logger"] == "nginx.access"}
     for e in tornado:
         assert e["worker"] == page.worker and e["request_id"] in nginx_ids
