@@ -1,7 +1,7 @@
 """Unit tests for the fault drill's numbers: percentiles, verdicts, windows (benchmarks/drill.py)."""
 from __future__ import annotations
 
-from benchmarks.drill import TARGET_RECOVERY_P99_S, Window, merge_doc, nearest_rank, verdict
+from benchmarks.drill import TARGET_RECOVERY_P99_S, Window, merge_doc, nearest_rank, targets_cell, verdict
 
 
 def test_percentiles_are_numpys_nearest_rank():
@@ -35,3 +35,9 @@ def test_a_new_run_replaces_the_generated_page_and_keeps_the_findings():
     new = merge_doc(old, "# Reliability\n\nnew table\n")
     assert new == "# Reliability\n\nnew table\n\n## Findings\n\nWhy the rolling restart missed.\n"
     assert merge_doc("", "# R\n") == "# R\n"
+
+
+def test_the_targets_cell_says_met_missed_or_why_the_fault_did_not_run():
+    assert targets_cell(row()) == "met"
+    assert targets_cell(row(charts={"lost": 2})) == "missed: charts lost"
+    assert targets_cell(row(not_run="network namespaces need root")) == "not run: network namespaces need root"
