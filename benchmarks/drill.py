@@ -874,6 +874,20 @@ def start_site(tmp: Path, log_dir: Path, say: Callable[[str], None],
     return cluster, site, database_url, hosts, missing
 
 
+def stop_site(site: Site, hosts: dict[str, AppHost], cluster: PostgresCluster) -> None:
+    """Everything start_site started: gunicorn on every host, the edge, the namespaces, PostgreSQL."""
+    try:
+        for host in hosts.values():
+            host.terminate()  # its workers leave the registry while PostgreSQL is up
+        site.stop()
+        for host in hosts.values():
+            host.wait_stopped()
+    finally:
+        for host in hosts.values():
+            host.stop()
+        cluster.stop()
+
+
 def run_drill(config: Config, *, site: Site, database_url: str, cluster: PostgresCluster | None = None,
               say: Callable[[str], None] = functools.partial(print, flush=True)) -> tuple[Drill, dict[str, Any]]:
     """Run the drill against a running site whose drill accounts exist (ensure_accounts with
@@ -1019,13 +1033,7 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(drill.run())
         summary = drill.summary()
     finally:
-        for host in hosts.values():
-            host.terminate()  # its workers leave the registry while PostgreSQL is up
-        drill.site.stop()  # the site running now: a restart fault replaces the first one
-        for host in hosts.values():
-            host.wait_stopped()
-            host.stop()
-        cluster.stop()
+        stop_site(drill.site, hosts, cluster)  # the site running now: a restart fault replaces the first one
         shutil.rmtree(tmp, ignore_errors=True)
     info = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
             "command": "make drill" + (f" ARGS='{' '.join(argv)}'" if argv else ""),
