@@ -14,8 +14,12 @@ rank), writes made, live updates lost or duplicated (app.loadtest.recovery.ledge
 is lost for a chart when the chart's final state lacks it; attributed to the window of its
 commit; a duplicate to the window of its arrival).
 
-Without --url-less options it starts its own site (private PostgreSQL, nginx, gunicorn with
-4 workers, APP_ENV=production). Writes build/drill/drill.json and docs/reliability.md.
+It starts its own site (private PostgreSQL, nginx, gunicorn with 4 workers, APP_ENV=production)
+and, as root with `ip`, two more app hosts "b" and "c" in network namespaces (app.ops.netns;
+gunicorn with 2 workers each, same PostgreSQL and edge) for the host faults: b is cut off, c
+killed (two hosts, because charts do not move back to a host that was lost and started again:
+a second fault on the same host would find no chart on it); without root those are reported
+as not run. Writes build/drill/drill.json and docs/reliability.md.
 """
 from __future__ import annotations
 
@@ -32,12 +36,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import psycopg2
 from tornado.httpclient import AsyncHTTPClient
 
 from app.config import Settings
@@ -48,6 +55,7 @@ from app.loadtest.runner import classify
 from app.loadtest.site_client import CachingResolver, SiteClient
 from app.ops import prestart, roll
 from app.ops.launcher import Site, free_port
+from app.ops.netns import NetnsError, NetnsHost
 from app.ops.pgcluster import PostgresCluster
 from benchmarks.bench import machine
 
@@ -70,6 +78,14 @@ WHOLE_TIMEOUT_S = 180.0     # the site back with all its workers routed
 INSERT_SQL = ("INSERT INTO happiness_entries (user_id, team_id, score, note) VALUES ($1, $2, $3, $4) "
               "RETURNING id, created_at")
 FIND_SQL = "SELECT id, created_at FROM happiness_entries WHERE note = $1"
+# Hosts b and c: fewer workers than the launcher's site, as smaller machines.
+HOST_WORKERS = 2
+HOST_LABELS = ("b", "c")  # b is cut off, c killed
+HOST_GUNICORN_PORT = 8000  # inside b's namespace: its own ports, so any is free
+# Each worker opens DB_POOL_SIZE + 10 connections and Flask up to 12 (README "Sizing
+# PostgreSQL"): 8 workers x 72 = 576, over the private cluster's default of 400.
+MAX_CONNECTIONS = 700
+ROUTES_GONE_TIMEOUT_S = 60.0  # the edge drops a lost host's routes within ~2 heartbeats (10 s)
 
 
 def nearest_rank(values: Sequence[float], q: float) -> float | None:
@@ -79,10 +95,14 @@ def nearest_rank(values: Sequence[float], q: float) -> float | None:
 
 # -- the faults ----------------------------------------------------------------------------------
 
+class NotRun(Exception):
+    """The fault cannot run on this machine; the message says why."""
+
+
 class Fault:
     """One fault: `inject` does it (blocking; run on a thread), `recover` returns once the site
-    is whole again (all workers registered and routed). A host-loss fault (app/ops/netns.py)
-    is one more subclass: inject cuts the host's namespace off, recover brings it back."""
+    is whole again (all workers registered and routed). `NotRun` from inject: the fault cannot
+    run here (no second host), reported as such."""
 
     name = "fault"
     description = ""
@@ -173,7 +193,8 @@ class NginxReload(Fault):
 
 class SiteRestart(Fault):
     name = "site SIGTERM + start"
-    description = "SIGTERM to gunicorn and the edge (Site.stop), then the same site started again"
+    description = ("SIGTERM to every app host's gunicorn and the edge (Site.stop), then the same "
+                   "site started again")
 
     def __init__(self, down_s: float = 0.0) -> None:
         self.stop_s = self.start_s = 0.0
@@ -184,13 +205,21 @@ class SiteRestart(Fault):
 
     def inject(self, drill: "Drill") -> None:
         started = time.monotonic()
+        for host in drill.hosts.values():  # the whole site: the other hosts' gunicorn too
+            host.terminate()
         drill.site.stop()
+        for host in drill.hosts.values():
+            host.wait_stopped()
         time.sleep(self.down_s)
         self.stop_s = time.monotonic() - started
 
     def recover(self, drill: "Drill") -> None:
         started = time.monotonic()
         drill.site = Site(drill.site.env, run_dir=drill.site.run_dir, log_dir=drill.site.log_dir).start(WHOLE_TIMEOUT_S)
+        for host in drill.hosts.values():
+            host.start_gunicorn()
+        for host in drill.hosts.values():
+            host.wait_ready(drill.site, WHOLE_TIMEOUT_S)
         self.start_s = time.monotonic() - started
 
     def notes(self) -> str:
@@ -199,9 +228,103 @@ class SiteRestart(Fault):
                 f"start {self.start_s:.1f} s): no page can load while it is down")
 
 
+class HostLoss(Fault):
+    """An app host lost: the charts on it must re-embed on the other hosts, page loads must
+    avoid it. recover waits until the edge has dropped its routes, then starts it again (same
+    fleet for the next fault)."""
+
+    verb = "loss"
+    label = "b"
+
+    def __init__(self) -> None:
+        self.workers: list[str] = []
+        self.charts_on_host = 0
+        self.started = 0.0
+        self.routes_gone_s: float | None = None
+        self.back_s: float | None = None
+
+    def host(self, drill: "Drill") -> "AppHost":
+        if self.label not in drill.hosts:
+            raise NotRun(drill.host_missing or f"no host {self.label}")
+        return drill.hosts[self.label]
+
+    def take_stock(self, drill: "Drill") -> AppHost:
+        host = self.host(drill)
+        self.workers = host.workers()
+        self.charts_on_host = sum(1 for c in drill.charts if c.live and c.segments[-1].worker in self.workers)
+        self.started = time.monotonic()
+        return host
+
+    def wait_routes_gone(self, drill: "Drill") -> None:
+        host = self.host(drill)
+        deadline = time.monotonic() + ROUTES_GONE_TIMEOUT_S
+        while not all(host.edge_answer(drill.site, w) == 404 for w in self.workers):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the edge still routes host {self.label}'s {self.workers} after "
+                                   f"{ROUTES_GONE_TIMEOUT_S:g} s")
+            time.sleep(0.2)
+        self.routes_gone_s = time.monotonic() - self.started
+
+    def restart(self, drill: "Drill") -> None:
+        host = self.host(drill)
+        host.start_gunicorn()
+        host.wait_ready(drill.site, WHOLE_TIMEOUT_S)
+        drill.site.wait_ready(WHOLE_TIMEOUT_S)
+        self.back_s = time.monotonic() - self.started
+
+    def notes(self) -> str:
+        gone = "-" if self.routes_gone_s is None else f"{self.routes_gone_s:.1f} s"
+        back = "-" if self.back_s is None else f"{self.back_s:.1f} s"
+        return (f"host {self.label} ({', '.join(self.workers) or 'no workers'}) held {self.charts_on_host} of the "
+                f"open charts; its routes were gone from the edge {gone} after the {self.verb}; {self.label} back "
+                f"with {HOST_WORKERS} ready workers after {back}")
+
+
+class HostCut(HostLoss):
+    name = "host cut off"
+    description = ("host b's link cut (app.ops.netns cut_link: packets dropped silently, as a crashed machine or a "
+                   "partition); once the edge has dropped its routes and its charts have left it, b's processes "
+                   "killed while still cut off, the link restored and b's gunicorn started again")
+    verb = "cut"
+    label = "b"
+
+    def inject(self, drill: "Drill") -> None:
+        self.take_stock(drill).netns.cut_link()
+
+    def recover(self, drill: "Drill") -> None:
+        host = self.host(drill)
+        try:
+            self.wait_routes_gone(drill)
+            # Restore only once every chart has left b (nginx closes a silent websocket after
+            # 15 s): a restored b would answer their packets with resets and shorten the cut.
+            deadline = time.monotonic() + RECOVERY_WAIT_S
+            while any(c.live and c.segments[-1].worker in self.workers for c in drill.charts) \
+                    and time.monotonic() < deadline:
+                time.sleep(0.2)
+            host.netns.kill_all()  # still cut off: nobody sees the resets; b comes back fresh
+        finally:
+            host.netns.restore_link()
+        self.restart(drill)
+
+
+class HostKill(HostLoss):
+    name = "host killed"
+    description = ("SIGKILL of every process on host c (app.ops.netns kill_all: its kernel still answers, with "
+                   "resets), then c's gunicorn started again once the edge has dropped its routes")
+    verb = "kill"
+    label = "c"
+
+    def inject(self, drill: "Drill") -> None:
+        self.take_stock(drill).netns.kill_all()
+
+    def recover(self, drill: "Drill") -> None:
+        self.wait_routes_gone(drill)
+        self.restart(drill)
+
+
 FAULTS: dict[str, Callable[[], Fault]] = {
     "kill": WorkerKill, "roll": RollingRestart, "postgres": PostgresRestart, "nginx": NginxReload,
-    "site": SiteRestart,
+    "host-cut": HostCut, "host-kill": HostKill, "site": SiteRestart,
     # Not in the default run: longer than dashboard.js's retries (15.75 s from the close to the last).
     "site-down": lambda: SiteRestart(down_s=30.0),
 }
@@ -228,6 +351,7 @@ class Window:
     fault: Fault | None = None
     whole_after_s: float | None = None  # fault start -> the site whole again
     error: str | None = None
+    not_run: str | None = None  # why the fault could not run here
     sessions_open: int = 0
     load_average: float = field(default_factory=lambda: round(os.getloadavg()[0], 1))  # the shared machine's
 
@@ -242,7 +366,7 @@ class Config:
     write_rate: float = 3.0
     steady_s: float = 10.0
     quiet_s: float = 10.0
-    faults: tuple[str, ...] = ("kill", "roll", "postgres", "nginx", "site")
+    faults: tuple[str, ...] = ("kill", "roll", "postgres", "nginx", "host-cut", "host-kill", "site")
     password: str = DEV_LOADTEST_PASSWORD
     seed: int = 1
 
@@ -253,6 +377,8 @@ class Drill:
     site: Site
     database_url: str
     cluster: PostgresCluster | None = None
+    hosts: dict[str, AppHost] = field(default_factory=dict)  # the namespace hosts, for the host faults
+    host_missing: str | None = None  # why there are none
     charts: list[RecoveringSession] = field(default_factory=list)
     plans: list[Any] = field(default_factory=list)
     windows: list[Window] = field(default_factory=list)
@@ -430,6 +556,11 @@ class Drill:
                     await asyncio.to_thread(fault.inject, self)
                     await asyncio.to_thread(fault.recover, self)
                     window.whole_after_s = time.monotonic() - started
+                except NotRun as exc:
+                    window.not_run = str(exc)
+                    self.say(f"  not run: {exc}")
+                    self.current = None
+                    continue
                 except Exception as exc:  # reported in the table; the next faults still run
                     window.error = f"{type(exc).__name__}: {exc}"[:300]
                     self.say(f"  the fault failed: {window.error}")
@@ -481,7 +612,8 @@ class Drill:
             dup = sum(1 for lg in ledgers if lg for t in lg.duplicated if w.holds(t))
             rows.append({
                 "fault": w.name, "description": w.fault.description if w.fault else "",
-                "notes": w.fault.notes() if w.fault else "", "error": w.error,
+                "notes": w.fault.notes() if w.fault and not w.not_run else "", "error": w.error,
+                "not_run": w.not_run,
                 "started_s": round(w.started - t0, 2), "window_s": round(w.ended - w.started, 2),
                 "whole_after_s": None if w.whole_after_s is None else round(w.whole_after_s, 2),
                 "sessions_open": w.sessions_open,
@@ -530,6 +662,7 @@ class Drill:
             "writes": len(self.writes), "page_loads": len(self.pages),
             "rows": rows, "recoveries": sorted(recoveries, key=lambda r: r["lost_at_s"]),
             "failed_page_loads": failed_pages,
+            "hosts": {label: h.netns.address for label, h in sorted(self.hosts.items())},
         }
 
 
@@ -574,26 +707,185 @@ def verdict(row: dict[str, Any]) -> list[str]:
     return missed
 
 
+def targets_cell(row: dict[str, Any]) -> str:
+    """The table's last column: met, the targets missed, or why the fault did not run."""
+    if row.get("not_run"):
+        return f"not run: {row['not_run']}"
+    missed = verdict(row)
+    return "met" if not missed else "missed: " + ", ".join(missed)
+
+
 # -- the site ------------------------------------------------------------------------------------
 
-def start_site(tmp: Path, log_dir: Path, say: Callable[[str], None]) -> tuple[PostgresCluster, Site, str]:
-    cluster = PostgresCluster(tmp / "pg", free_port()).start()
-    database_url = cluster.create_database("drill")
-    env = {**os.environ, "APP_ENV": "production", "SECRET_KEY": secrets.token_urlsafe(32),
-           "BOKEH_SECRET_KEY": secrets.token_urlsafe(48), "DATABASE_URL": database_url,
-           "WEB_CONCURRENCY": "4", "PUBLIC_PORT": str(free_port()), "GUNICORN_BIND": f"127.0.0.1:{free_port()}",
-           "BOKEH_PORT_RANGE": "5500-5599", "SEED_DEMO": "1", "LOG_LEVEL": "warning", "EDGE_ACCESS_LOG": "off"}
+class AppHost:
+    """One of the drill's namespace app hosts: a network namespace (app.ops.netns) running
+    gunicorn with HOST_WORKERS workers on its own address, using the site's PostgreSQL and edge.
+
+    start() makes the namespace (before PostgreSQL, which must listen on its gateway);
+    configure() takes the site's environment; start_gunicorn() runs it; stop() ends it all."""
+
+    def __init__(self, label: str, base: Path, log_dir: Path) -> None:
+        self.label = label
+        self.netns = NetnsHost(label)
+        self.base, self.log_dir = base, log_dir
+        self.env: dict[str, str] = {}
+        self.gunicorn: subprocess.Popen | None = None
+
+    @staticmethod
+    def missing() -> str | None:
+        """Why no namespace host can run here, None when it can."""
+        if os.geteuid() != 0:
+            return "network namespaces need root"
+        if shutil.which("ip") is None:
+            return "no `ip` (iproute2)"
+        return None
+
+    @property
+    def upstream(self) -> str:
+        return f"{self.netns.address}:{HOST_GUNICORN_PORT}"
+
+    def start(self) -> "AppHost":
+        self.netns.start()
+        return self
+
+    def configure(self, site_env: dict[str, str]) -> None:
+        """The host's environment: the site's secrets and settings, its own addresses, the database via its link."""
+        self.env = {**site_env, "WEB_CONCURRENCY": str(HOST_WORKERS),
+                    "DATABASE_URL": site_env["DATABASE_URL"].replace("127.0.0.1", self.netns.gateway),
+                    "GUNICORN_BIND": self.upstream, "BOKEH_HOST": self.netns.address,
+                    "BOKEH_BIND_ADDRESS": self.netns.address,
+                    # Its own metrics directory, as on a separate machine (gunicorn empties it on start).
+                    "PROMETHEUS_MULTIPROC_DIR": str(self.base / f"metrics-{self.label}")}
+        self.database_url = site_env["DATABASE_URL"]
+
+    def start_gunicorn(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        out = open(self.log_dir / f"gunicorn-{self.label}.log", "ab")
+        self.gunicorn = self.netns.spawn([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")],
+                                         env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+
+    def terminate(self) -> None:
+        if self.gunicorn is not None and self.gunicorn.poll() is None:
+            self.gunicorn.send_signal(signal.SIGTERM)
+
+    def wait_stopped(self, timeout: float = 30.0) -> None:
+        if self.gunicorn is None:
+            return
+        try:
+            self.gunicorn.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.netns.kill_all()
+
+    def workers(self) -> list[str]:
+        """The host's workers in the registry (ready ones), as the page names them (w7)."""
+        with psycopg2.connect(self.database_url) as conn, conn.cursor() as cur:
+            cur.execute("SELECT id FROM bokeh_workers WHERE host = %s AND ready_at IS NOT NULL ORDER BY id",
+                        (self.netns.address,))
+            return [f"w{wid}" for (wid,) in cur.fetchall()]
+
+    @staticmethod
+    def edge_answer(site: Site, worker: str, timeout: float = 0.5) -> int | None:
+        """nginx's status for a path of `worker`: 403 routed, 404 no route, 502 dead; None: no answer in time."""
+        try:
+            with urllib.request.urlopen(f"{site.url}/bokeh/{worker}/my-happiness/autoload.js", timeout=timeout) as r:
+                return r.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            return None
+
+    def wait_ready(self, site: Site, timeout: float) -> None:
+        """Until the host has HOST_WORKERS ready workers, each routed by the edge."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.gunicorn is None or self.gunicorn.poll() is not None:
+                raise RuntimeError(f"gunicorn on host {self.label} exited "
+                                   f"({self.gunicorn and self.gunicorn.returncode})")
+            try:
+                names = self.workers()
+                if len(names) >= HOST_WORKERS and all(self.edge_answer(site, w, 2.0) == 403 for w in names):
+                    return
+            except psycopg2.Error:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(f"host {self.label} did not have {HOST_WORKERS} routed workers within {timeout:.0f} s")
+
+    def stop(self) -> None:
+        """Every process in the host gone (also frozen ones), the namespace deleted. Never raises."""
+        try:
+            self.netns.restore_link()
+            self.netns.kill_all(signal.SIGCONT)
+        except NetnsError:
+            pass
+        self.netns.stop()
+
+
+def start_site(tmp: Path, log_dir: Path, say: Callable[[str], None],
+               with_hosts: bool = True) -> tuple[PostgresCluster, Site, str, dict[str, AppHost], str | None]:
+    """PostgreSQL, the migrated and seeded database, the site (4 workers) and, when it can,
+    hosts b and c (2 workers each); the last two: those hosts (none or both), and why not."""
+    hosts: dict[str, AppHost] = {}
+    missing = AppHost.missing() if with_hosts else "not asked for"
+    cluster: PostgresCluster | None = None
+    site: Site | None = None
     try:
+        if missing is None:
+            try:
+                for label in HOST_LABELS:
+                    hosts[label] = AppHost(label, tmp, log_dir)
+                    hosts[label].start()
+            except NetnsError as exc:
+                for host in hosts.values():
+                    host.stop()
+                hosts, missing = {}, f"no network namespace: {exc}"
+        cluster = PostgresCluster(tmp / "pg", free_port(), max_connections=MAX_CONNECTIONS,
+                                  listen_addresses=[h.netns.gateway for h in hosts.values()],
+                                  trusted_networks=[str(h.netns.network) for h in hosts.values()]).start()
+        database_url = cluster.create_database("drill")
+        bind = f"127.0.0.1:{free_port()}"
+        env = {**os.environ, "APP_ENV": "production", "SECRET_KEY": secrets.token_urlsafe(32),
+               "BOKEH_SECRET_KEY": secrets.token_urlsafe(48), "DATABASE_URL": database_url,
+               "WEB_CONCURRENCY": "4", "PUBLIC_PORT": str(free_port()), "GUNICORN_BIND": bind,
+               "FLASK_UPSTREAMS": ",".join([bind, *(h.upstream for h in hosts.values())]),
+               "BOKEH_PORT_RANGE": "5500-5599", "SEED_DEMO": "1", "LOG_LEVEL": "warning", "EDGE_ACCESS_LOG": "off"}
         say("migrating and seeding ...")
         prestart.run(Settings.from_env(env), people_per_team=2, history_days=HISTORY_DAYS)
         ensure_accounts(database_url, USERS, prefix=PREFIX, password=DEV_LOADTEST_PASSWORD, query_limit=500,
                         teams=TEAMS_N, history_days=HISTORY_DAYS)
         say("starting the site (4 workers) ...")
         site = Site(env, log_dir=log_dir).start()
+        if hosts:
+            say(f"starting hosts {', '.join(hosts)} ({HOST_WORKERS} workers each, network namespaces) ...")
+            for host in hosts.values():
+                host.configure(env)
+                host.start_gunicorn()
+            for host in hosts.values():
+                host.wait_ready(site, WHOLE_TIMEOUT_S)
+        else:
+            say(f"no namespace hosts: {missing}")
     except BaseException:
-        cluster.stop()
+        if site is not None:
+            site.stop()
+        for host in hosts.values():
+            host.stop()
+        if cluster is not None:
+            cluster.stop()
         raise
-    return cluster, site, database_url
+    return cluster, site, database_url, hosts, missing
+
+
+def stop_site(site: Site, hosts: dict[str, AppHost], cluster: PostgresCluster) -> None:
+    """Everything start_site started: gunicorn on every host, the edge, the namespaces, PostgreSQL."""
+    try:
+        for host in hosts.values():
+            host.terminate()  # its workers leave the registry while PostgreSQL is up
+        site.stop()
+        for host in hosts.values():
+            host.wait_stopped()
+    finally:
+        for host in hosts.values():
+            host.stop()
+        cluster.stop()
 
 
 def run_drill(config: Config, *, site: Site, database_url: str, cluster: PostgresCluster | None = None,
@@ -615,7 +907,9 @@ def write_markdown(summary: dict[str, Any], info: dict[str, Any]) -> str:
         "# Reliability: the fault drill", "",
         f"Produced by `{info['command']}` on {info['date']} (git {info['git']}), wall time {info['wall_s']:.0f} s.", "",
         f"Machine: {m['cpu']}, {m['cores']} cores (nproc), {m['memory']}, {m['os']}. The load generator ran on the "
-        "same machine as the site (nginx, gunicorn with 4 workers each with its Bokeh server, PostgreSQL), and the "
+        "same machine as the site (nginx, gunicorn with 4 workers each with its Bokeh server, PostgreSQL"
+        + (f"; for the host faults {len(summary['hosts'])} more app hosts in network namespaces, {HOST_WORKERS} "
+           "workers each" if summary.get("hosts") else "") + "), and the "
         "machine was shared with other jobs: times are upper bounds of what the site needs.", "",
         f"Load throughout: {summary['charts']['open']} open charts "
         f"({', '.join(f'{k}: {v}' for k, v in sorted(summary['charts']['by_dashboard'].items()))}) that recover "
@@ -632,17 +926,18 @@ def write_markdown(summary: dict[str, Any], info: dict[str, Any]) -> str:
     ]
     for r in summary["rows"]:
         rf, rc, p, ch = r["recovery_from_fault_s"], r["recovery_from_close_s"], r["page_loads"], r["charts"]
-        missed = verdict(r)
         lines.append(
             f"| {r['fault']} | {r['sessions_open']} | {p['attempted']} / {p['failed']} | "
             f"{ch['lost_websocket']} / {ch['recovered']} / {ch['lost']} | "
             f"{_fmt(rf['p50'])} / {_fmt(rf['p99'])} / {_fmt(rf['max'])} | {_fmt(rc['p50'])} / {_fmt(rc['max'])} | "
             f"{_fmt(r['whole_after_s'])} | {r['writes']['made']} ({r['writes']['failed_attempts']}) | "
             f"{r['updates']['lost']} / {r['updates']['duplicated']} | {r['load_average_1m']} | "
-            f"{'met' if not missed else 'missed: ' + ', '.join(missed)} |")
+            f"{targets_cell(r)} |")
     lines += ["", "Per fault:", ""]
     for r in summary["rows"]:
         bits = [r["description"], r["notes"]]
+        if r.get("not_run"):
+            bits.append(f"not run: {r['not_run']}")
         if r["error"]:
             bits.append(f"the fault failed: {r['error']}")
         if r["page_loads"]["failed"]:
@@ -681,8 +976,12 @@ def write_markdown(summary: dict[str, Any], info: dict[str, Any]) -> str:
         "A write is lost for a chart when the chart's final state lacks it (an update missed while the websocket "
         "was down is not lost when the re-opened session's data already holds it), counted in the window of its "
         "commit; duplicated when one connection applied it twice, counted in the window of its arrival.",
-        "- Host loss (a whole app host cut off, app/ops/netns.py) is not part of this run; it is reported in its "
-        "own run once the network-namespace hosts exist (a `Fault` subclass in benchmarks/drill.py).",
+        f"- Host faults: the site has two more app hosts, b and c (network namespaces, app/ops/netns.py; gunicorn "
+        f"with {HOST_WORKERS} workers each beside the first host's 4, same PostgreSQL and edge, FLASK_UPSTREAMS "
+        "listing all three), so charts and page loads go to all of them; b is cut off and c killed (a host "
+        "started again after a loss gets no open chart back, so a second fault on it would test page loads "
+        "only). Recovery times count from the cut or the kill. Without root and `ip` the host faults are not "
+        "run (said in the table).",
         "", "Raw numbers: build/drill/drill.json (not committed).", "",
     ]
     return "\n".join(lines)
@@ -722,14 +1021,19 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="happiness-drill-"))
     os.chmod(tmp, 0o755)
-    cluster, site, database_url = start_site(tmp, args.out / "site-logs", functools.partial(print, flush=True))
-    drill = Drill(config, site, database_url, cluster)
+    with_hosts = any(FAULTS[f] in (HostCut, HostKill) for f in faults)
+    try:
+        cluster, site, database_url, hosts, missing = start_site(tmp, args.out / "site-logs",
+                                                                 functools.partial(print, flush=True), with_hosts)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    drill = Drill(config, site, database_url, cluster, hosts=hosts, host_missing=missing)
     try:
         asyncio.run(drill.run())
         summary = drill.summary()
     finally:
-        drill.site.stop()  # the site running now: a restart fault replaces the first one
-        cluster.stop()
+        stop_site(drill.site, hosts, cluster)  # the site running now: a restart fault replaces the first one
         shutil.rmtree(tmp, ignore_errors=True)
     info = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
             "command": "make drill" + (f" ARGS='{' '.join(argv)}'" if argv else ""),

@@ -1,9 +1,29 @@
-"""A tiny fault drill on the real site: one worker SIGKILLed under open charts, page loads and
-writes; the report's counts agree with what happened (benchmarks/drill.py)."""
+"""A tiny fault drill on the real site: one worker SIGKILLed, or a whole namespace host killed,
+under open charts, page loads and writes; the report's counts agree with what happened
+(benchmarks/drill.py)."""
 from __future__ import annotations
 
+import asyncio
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
 from app.loadtest.accounts import DEV_LOADTEST_PASSWORD, ensure_accounts
-from benchmarks.drill import HISTORY_DAYS, PREFIX, TEAMS_N, USERS, Config, WorkerKill, run_drill
+from app.ops import netns
+from benchmarks.drill import (
+    HISTORY_DAYS,
+    PREFIX,
+    TEAMS_N,
+    USERS,
+    Config,
+    Drill,
+    HostKill,
+    WorkerKill,
+    run_drill,
+    start_site,
+    stop_site,
+)
 from tests.integration.helpers import wait_until, workers
 
 
@@ -33,3 +53,35 @@ def test_a_tiny_drill_accounts_for_every_chart_on_the_killed_worker_and_loses_no
     assert sum(r["page_loads"]["attempted"] for r in (steady, kill)) == summary["page_loads"] > 0
     # The drill waited for the site to be whole: four workers, the victim replaced.
     wait_until(lambda: len(workers(site)) == 4, 60, "the killed worker was not replaced")
+
+
+def test_a_killed_host_s_charts_all_come_back_on_the_other_hosts_and_the_drill_leaves_nothing(output_dir):
+    base = Path(tempfile.mkdtemp(prefix="happiness-test-drill-"))
+    os.chmod(base, 0o755)  # the cluster runs as the postgres user when we are root
+    try:
+        cluster, site, url, hosts, missing = start_site(base, output_dir / "drill-host-logs", lambda _: None)
+        names = [h.netns.name for h in hosts.values()]
+        try:
+            assert missing is None and sorted(hosts) == ["b", "c"], missing
+            config = Config(charts=12, page_rate=1.0, write_rate=2.0, steady_s=2.0, quiet_s=2.0, faults=("host-kill",))
+            drill = Drill(config, site, url, cluster, hosts=hosts, say=lambda _: None)
+            asyncio.run(drill.run())
+            summary = drill.summary()
+        finally:
+            stop_site(site, hosts, cluster)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    fault = drill.windows[1].fault
+    assert isinstance(fault, HostKill) and len(fault.workers) == 2 and fault.charts_on_host >= 1, fault.notes()
+    assert fault.routes_gone_s is not None and fault.back_s is not None, fault.notes()
+    steady, kill = summary["rows"]
+    # Every chart on host c lost its websocket, and only those; each came back on a worker of another host.
+    assert steady["charts"]["lost_websocket"] == 0, steady
+    assert kill["charts"]["lost_websocket"] == kill["charts"]["recovered"] == fault.charts_on_host, kill
+    assert kill["charts"]["lost"] == 0, kill
+    assert not set(fault.workers) & set(kill["charts"]["workers_after"]), kill
+    for row in (steady, kill):
+        assert row["updates"] == {"lost": 0, "duplicated": 0}, row
+        assert row["page_loads"]["failed"] == 0, row
+    # The namespaces and everything in them are gone.
+    assert not set(names) & set(netns.namespaces())

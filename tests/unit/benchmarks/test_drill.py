@@ -1,7 +1,10 @@
 """Unit tests for the fault drill's numbers: percentiles, verdicts, windows (benchmarks/drill.py)."""
 from __future__ import annotations
 
-from benchmarks.drill import TARGET_RECOVERY_P99_S, Window, merge_doc, nearest_rank, verdict
+import os
+import shutil
+
+from benchmarks.drill import TARGET_RECOVERY_P99_S, AppHost, Window, merge_doc, nearest_rank, targets_cell, verdict
 
 
 def test_percentiles_are_numpys_nearest_rank():
@@ -35,3 +38,19 @@ def test_a_new_run_replaces_the_generated_page_and_keeps_the_findings():
     new = merge_doc(old, "# Reliability\n\nnew table\n")
     assert new == "# Reliability\n\nnew table\n\n## Findings\n\nWhy the rolling restart missed.\n"
     assert merge_doc("", "# R\n") == "# R\n"
+
+
+def test_the_targets_cell_says_met_missed_or_why_the_fault_did_not_run():
+    assert targets_cell(row()) == "met"
+    assert targets_cell(row(charts={"lost": 2})) == "missed: charts lost"
+    assert targets_cell(row(not_run="network namespaces need root")) == "not run: network namespaces need root"
+
+
+def test_without_root_or_ip_the_host_faults_say_why_they_cannot_run(monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert AppHost.missing() == "network namespaces need root"
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert AppHost.missing() == "no `ip` (iproute2)"
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/sbin/{name}")
+    assert AppHost.missing() is None
