@@ -55,6 +55,10 @@ class CachingResolver(Resolver):
         return self._known[key]
 
 
+# 307/308 keep the method; followed like a browser, but not forever (browsers stop at ~20).
+MAX_SAME_METHOD_REDIRECTS = 5
+
+
 class ClientError(RuntimeError):
     """The site answered something a browser user would see as a failure.
 
@@ -117,7 +121,7 @@ class SiteClient:
         return f"{parts.scheme}://{parts.netloc}"
 
     async def request(self, method: str, path: str, *, form: dict[str, str] | None = None,
-                      headers: dict[str, str] | None = None) -> HTTPResponse:
+                      headers: dict[str, str] | None = None, _redirects: int = 0) -> HTTPResponse:
         hdrs = dict(headers or {})
         if self.cookies:
             hdrs["Cookie"] = "; ".join(f"{k}={m.value}" for k, m in self.cookies.items())
@@ -136,6 +140,11 @@ class SiteClient:
             raise ClientError(f"cannot reach {url}: {exc}", status=599) from exc
         for cookie in response.headers.get_list("Set-Cookie"):
             self.cookies.load(cookie)
+        if response.code in (307, 308) and method in ("GET", "HEAD") and _redirects < MAX_SAME_METHOD_REDIRECTS:
+            # What a browser does: the site answers a page load that met a database restart
+            # with a 307 to itself once the database is back (app.web.errors).
+            return await self.request(method, response.headers["Location"], headers=headers,
+                                      _redirects=_redirects + 1)
         return response
 
     async def login(self, username: str, password: str) -> None:
