@@ -67,3 +67,19 @@ def test_the_backstop_waits_for_growth_and_time(watched, monkeypatch):
     assert not watched.backstop_due()  # grown, but the last pass was just now
     monkeypatch.setattr(collector_module, "BACKSTOP_S", 0.0)
     assert watched.backstop_due()
+
+
+def test_freezing_survivors_collects_young_garbage_first_and_freezes_the_living(watched):
+    gc.unfreeze()
+    gc.collect()
+    gc.unfreeze()
+    frozen_before = gc.get_freeze_count()
+    living = Node()
+    dead = Node()
+    dead_ref, living_ref = weakref.ref(dead), weakref.ref(living)
+    del dead  # young cyclic garbage: collected, not frozen
+    full_before = watched.full_collections
+    watched.freeze_survivors()
+    assert dead_ref() is None and living_ref() is not None
+    assert gc.get_freeze_count() > frozen_before
+    assert watched.full_collections == full_before  # only the young generations were collected
