@@ -10,8 +10,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONPATH=/srv/app
 
 # Debian's nginx (bookworm: error log compiled to stderr, /etc/nginx/mime.types from nginx-common).
+# iproute2's ss, allowed CAP_NET_ADMIN (compose grants it to the container): the unprivileged
+# edge ends nginx's connections to a lost worker with it (app/edge/connections.py).
 RUN apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx-light \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx-light iproute2 libcap2-bin \
+    && setcap cap_net_admin+ep "$(command -v ss)" \
     && rm -rf /var/lib/apt/lists/*
 
 # nginx runs unprivileged: no `user` directive is rendered, pid and temp files live in

@@ -19,6 +19,7 @@ import psycopg2
 from app import metrics
 from app.channels import REGISTRY_CHANNEL
 from app.edge import liveness
+from app.edge.connections import end_connections
 from app.edge.liveness import Observed, Route, Timing
 from app.models import worker_name
 from app.serving.registry import live_workers_dbapi, terminate_backends_dbapi
@@ -144,12 +145,16 @@ class RegistryWatcher:
         dead = {r: v for r, v in dead.items() if r[0] in self._dead}
         if not dead:
             return
+        removed = []
         with conn.cursor() as cur:
             for route in dead:
                 cur.execute(DELETE_UNREVIVED_SQL, (worker_id(route), time.monotonic() - began))
                 if cur.fetchone() is not None:
                     terminate_backends_dbapi(cur, worker_id(route))
+                    removed.append(route)
         log.warning("edge: removed worker(s) %s: no answer to a probe", _describe(dead))
+        # Last: Flask no longer chooses them, so the charts' re-embeds go to live workers.
+        end_connections(removed)
 
     def _without_database(self, stop: threading.Event, alive: Callable[[], bool], seconds: float) -> None:
         """Wait `seconds` for the next connection attempt, probing the routes meanwhile."""
@@ -164,6 +169,7 @@ class RegistryWatcher:
                     self._publish([r for r in self.routes if r not in dead])
                     log.warning("edge: removed worker(s) %s without the database: no answer to a probe",
                                 _describe(dead))
+                    end_connections(dead)
             remaining = until - time.monotonic()
             if remaining <= 0:
                 return

@@ -24,8 +24,12 @@ ROUTES_GONE_S = 2 * HEARTBEAT_S
 # A stuck worker gets STALL_GRACE_S to answer (a busy or GC-paused loop is not a lost worker):
 # with the tests' 1 s heartbeat that is 3.1 s, plus the reload and our polling (production: 9 s < 2 H).
 STUCK_GONE_S = Timing.for_heartbeat(HEARTBEAT_S).silent_within + 1.0
-# A cut host's websockets: nginx closes one silent for 15 s (pings every 5 s); generous.
+# How long the test waits for a chart's websocket to close (nginx's own 15 s, were the edge's
+# ending of the lost worker's connections to fail, is inside it).
 CUT_SOCKET_CLOSED_S = 30.0
+# The edge ends nginx's connections to a worker it drops (app/edge/connections.py): a cut
+# host's websockets close right after its routes go, not at nginx's 15 s read timeout.
+SOCKET_CLOSED_S = ROUTES_GONE_S + 3.0
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +169,7 @@ def test_a_lost_hosts_routes_go_within_two_heartbeats_and_its_chart_comes_back_o
     report(f"{loss}: the chart's websocket closed", closed_after)
     report(f"{loss}: re-embedded chart on {worker} after", charted)
     assert removed <= ROUTES_GONE_S, f"took {removed:.2f} s"
+    assert closed_after <= SOCKET_CLOSED_S, f"the chart's websocket closed after {closed_after:.2f} s"
     assert worker in b_workers
     assert not set(a_workers) & set(hosts.registered()), "the lost host's rows are still in the registry"
 
