@@ -3,6 +3,7 @@ blocking baseline on): the worker's cap, the timeout message, and the baseline i
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 
 import pytest
@@ -73,7 +74,8 @@ def test_a_query_past_statement_timeout_shows_why_instead_of_a_blank_chart(small
     log = small_site.log_dir / "gunicorn.log"
     wait_until(lambda: "QueryCanceledError" in log.read_text(), 5, "the failed query was not logged")
     line = next(line for line in log.read_text().splitlines() if "(SQLSTATE 57014)" in line)
-    assert f"] {name} bokeh_apps.queries.service:" in line  # the line names its worker
+    # The line names its worker, and the session it ran for (app/logs.py: "] w1 session=... logger:").
+    assert re.search(rf"\] {name} (request=\S+ )?session=\S+ bokeh_apps\.queries\.service:", line), line
 
 
 def test_the_blocking_baseline_charts_the_same_result_as_slow_query(small_site):
