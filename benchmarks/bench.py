@@ -693,6 +693,17 @@ def comparison(results: dict) -> list[str]:
     return lines
 
 
+def load_note(info: dict) -> str:
+    """Say so when the machine was busier than its cores at either end of the run."""
+    try:
+        loads = [float(x) for x in info.get("load", "").split(" and ")]
+        cores = int(info["machine"]["cores"])
+    except (KeyError, TypeError, ValueError):
+        return ""
+    return (f" (above the {cores} cores: something else shared the machine, and every number here is slower "
+            "for it)") if max(loads) > cores else ""
+
+
 def write_markdown(results: dict, info: dict) -> str:
     a = results.get("a")
     lines = [
@@ -701,8 +712,7 @@ def write_markdown(results: dict, info: dict) -> str:
         f"Machine: {info['machine']['cpu']}, {info['machine']['cores']} cores, {info['machine']['memory']}, "
         f"{info['machine']['os']}, Python {info['machine']['python']}. The load generator (app.loadtest) ran on the "
         f"same machine as the site: nginx, gunicorn with 4 workers (one embedded Bokeh server each), PostgreSQL. "
-        f"Load average (1 min) when the run started and ended: {info.get('load', '-')} (above the 2 cores: "
-        "something else shared the machine, and every number here is slower for it).", "",
+        f"Load average (1 min) when the run started and ended: {info.get('load', '-')}{load_note(info)}.", "",
         "Time-to-chart is measured per session from the page request to the chart's data arriving over the "
         "websocket; it includes the page, autoload.js, the websocket and document pull, the query, and the push.", "",
         "| scenario | sessions | query | ok | errors | p50 | p90 | p99 | max | p99 / query | target | "
@@ -742,8 +752,8 @@ def write_markdown(results: dict, info: dict) -> str:
                      f"chart {p.get('chart')}")
     lines += ["", "CPU per session, milliseconds, by process class (`/proc/<pid>/stat` utime + stime of each "
                   "class's processes, with the children they reaped, read after the logins and after the last chart, "
-                  "divided by the sessions; `benchmarks/processes.py`). The machine is shared while measured: the "
-                  "figures include each process's idle housekeeping (heartbeats, the purge) during the run:", "",
+                  "divided by the sessions; `benchmarks/processes.py`). The figures "
+                  "include each process's idle housekeeping (heartbeats, the purge) during the run:", "",
               "| scenario | " + " | ".join(CPU_COLUMNS) + " |", "|---" * (len(CPU_COLUMNS) + 1) + "|"]
     for key, r in results.items():
         cpu = r.get("cpu_ms_per_session") or {}

@@ -28,3 +28,12 @@ def test_the_comparison_shows_ours_the_peer_and_the_baseline_with_ratios_to_ours
                         "> 12.00 x |")
     assert table[1] == "| (b) 200 at once | 6.0 s (1.2 x) | 21.0 s (4.2 x) | not run | 3.50 x | - |"
     assert comparison({"a": result(5.0)}) == []  # nothing to compare with
+
+
+def test_the_doc_says_the_machine_was_busy_only_when_it_was():
+    from benchmarks.bench import load_note
+
+    machine = {"cores": "2"}
+    assert load_note({"load": "0.3 and 0.9", "machine": machine}) == ""
+    assert "above the 2 cores" in load_note({"load": "0.3 and 2.5", "machine": machine})
+    assert load_note({"machine": machine}) == ""
