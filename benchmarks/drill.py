@@ -36,8 +36,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,7 +52,7 @@ from app.loadtest.recovery import Ledger, RecoveringSession, ledger
 from app.loadtest.runner import classify
 from app.loadtest.site_client import CachingResolver, SiteClient
 from app.ops import prestart, roll
-from app.ops.launcher import Site, free_port
+from app.ops.launcher import Site, free_port, route_status
 from app.ops.netns import NetnsError, NetnsHost
 from app.ops.pgcluster import PostgresCluster
 from benchmarks.bench import machine
@@ -786,13 +784,7 @@ class AppHost:
     @staticmethod
     def edge_answer(site: Site, worker: str, timeout: float = 0.5) -> int | None:
         """nginx's status for a path of `worker`: 403 routed, 404 no route, 502 dead; None: no answer in time."""
-        try:
-            with urllib.request.urlopen(f"{site.url}/bokeh/{worker}/my-happiness/autoload.js", timeout=timeout) as r:
-                return r.status
-        except urllib.error.HTTPError as exc:
-            return exc.code
-        except OSError:
-            return None
+        return route_status(site.url, worker, timeout)
 
     def wait_ready(self, site: Site, timeout: float) -> None:
         """Until the host has HOST_WORKERS ready workers, each routed by the edge."""

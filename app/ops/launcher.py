@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Mapping
@@ -42,6 +43,18 @@ STOP_TIMEOUT_S = 20
 # (bind to 0) is also what the next outgoing connection may take, and a server started a
 # moment later then finds it in use.
 FREE_PORTS = (20000, 32768)
+
+
+def route_status(base_url: str, worker: str, timeout: float) -> int | None:
+    """What the edge answers for a path of `worker` (w7): 403 routed (its Bokeh server wants a
+    token), 404 no route, 502 a dead upstream; None without an answer in time."""
+    try:
+        with urllib.request.urlopen(f"{base_url}/bokeh/{worker}/my-happiness/autoload.js", timeout=timeout) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -9,15 +9,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import psycopg2
 
 from app.config import Settings
 from app.ops import prestart
-from app.ops.launcher import free_port
+from app.ops.launcher import free_port, route_status
 from app.ops.netns import NetnsHost
 from app.ops.pgcluster import PostgresCluster
 from tests.conftest import site_env
@@ -132,13 +130,7 @@ class TwoHosts:
     def answer(self, worker: str, timeout: float = 3.0) -> int | None:
         """The status nginx gives for a path of `worker`, None without an answer in time:
         403 = routed (its Bokeh server wants a token), 404 = no route, 502 = a dead upstream."""
-        try:
-            with urllib.request.urlopen(f"{self.url}/bokeh/{worker}/my-happiness/autoload.js", timeout=timeout) as r:
-                return r.status
-        except urllib.error.HTTPError as exc:
-            return exc.code
-        except OSError:
-            return None
+        return route_status(self.url, worker, timeout)
 
     def routed(self, worker: str) -> bool:
         return self.answer(worker) == 403
