@@ -112,3 +112,8 @@ class BokehWorker(Base):
 def worker_name(worker_id: int) -> str:
     """The path segment that names a worker in /bokeh/<name>/..."""
     return f"w{worker_id}"
+
+
+def worker_id_of(name: str) -> int:
+    """The registry id a worker's name carries (worker_name's inverse): "w7" -> 7."""
+    return int(name.removeprefix("w"))

@@ -254,9 +254,8 @@ class HostLoss(Fault):
         return host
 
     def wait_routes_gone(self, drill: "Drill") -> None:
-        host = self.host(drill)
         deadline = time.monotonic() + ROUTES_GONE_TIMEOUT_S
-        while not all(host.edge_answer(drill.site, w) == 404 for w in self.workers):
+        while not all(route_status(drill.site.url, w, 0.5) == 404 for w in self.workers):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the edge still routes host {self.label}'s {self.workers} after "
                                    f"{ROUTES_GONE_TIMEOUT_S:g} s")
@@ -781,11 +780,6 @@ class AppHost:
                         (self.netns.address,))
             return [f"w{wid}" for (wid,) in cur.fetchall()]
 
-    @staticmethod
-    def edge_answer(site: Site, worker: str, timeout: float = 0.5) -> int | None:
-        """nginx's status for a path of `worker`: 403 routed, 404 no route, 502 dead; None: no answer in time."""
-        return route_status(site.url, worker, timeout)
-
     def wait_ready(self, site: Site, timeout: float) -> None:
         """Until the host has HOST_WORKERS ready workers, each routed by the edge."""
         deadline = time.monotonic() + timeout
@@ -795,7 +789,7 @@ class AppHost:
                                    f"({self.gunicorn and self.gunicorn.returncode})")
             try:
                 names = self.workers()
-                if len(names) >= HOST_WORKERS and all(self.edge_answer(site, w, 2.0) == 403 for w in names):
+                if len(names) >= HOST_WORKERS and all(route_status(site.url, w, 2.0) == 403 for w in names):
                     return
             except psycopg2.Error:
                 pass

@@ -21,8 +21,8 @@ from app.channels import REGISTRY_CHANNEL
 from app.edge import liveness
 from app.edge.connections import end_connections
 from app.edge.liveness import Observed, Route, Timing
-from app.models import worker_name
-from app.serving.registry import live_workers_dbapi, terminate_backends_dbapi
+from app.models import worker_id_of, worker_name
+from app.serving.registry import terminate_backends_dbapi
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +43,12 @@ DELETE_UNREVIVED_SQL = ("DELETE FROM bokeh_workers WHERE id = %s AND heartbeat_a
 REGISTRY_OPS = frozenset({"INSERT", "DELETE", "UPDATE"})
 
 
-def fetch_routes(conn, ttl_seconds: float) -> list[Route]:
-    return [(w.name, w.host, w.port) for w in live_workers_dbapi(conn, ttl_seconds)]
-
-
 def _describe(dead: dict[Route, str]) -> str:
     return ", ".join(f"{n} ({h}:{p}, {verdict})" for (n, h, p), verdict in dead.items())
 
 
 def worker_id(route: Route) -> int:
-    return int(route[0].lstrip("w"))
+    return worker_id_of(route[0])
 
 
 class RegistryWatcher:

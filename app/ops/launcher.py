@@ -137,13 +137,9 @@ class Site:
         with psycopg2.connect(self.settings.database_url) as conn:
             return [(w.worker_id, w.port, w.pid) for w in live_workers_dbapi(conn, self.settings.registry_ttl_seconds)]
 
-    def routed(self, worker: str) -> int:
+    def routed(self, worker: str) -> int | None:
         """HTTP status nginx gives for a worker's path (403 = routed to it, the token is missing)."""
-        try:
-            with urllib.request.urlopen(f"{self.url}/bokeh/{worker}/my-happiness/autoload.js", timeout=5) as r:
-                return r.status
-        except urllib.error.HTTPError as exc:
-            return exc.code
+        return route_status(self.url, worker, timeout=5)
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

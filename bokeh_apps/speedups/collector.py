@@ -54,7 +54,6 @@ class DeferredCollector:
         self.requested = False
         self.collections = 0          # full passes this object ran (unfrozen heap)
         self.full_collections = 0     # every generation-2 collection, Python's own included
-        self.longest_s = 0.0          # longest generation-2 collection seen
         self._started = 0.0
         self._frozen_after_pass = 0
         self._pass_at = time.monotonic()
@@ -74,7 +73,6 @@ class DeferredCollector:
             return
         spent = time.perf_counter() - self._started
         self.full_collections += 1
-        self.longest_s = max(self.longest_s, spent)
         gc.freeze()
         if spent > SLOW_COLLECTION_S:
             log.info("a full garbage collection held the worker for %.0f ms", spent * 1000)

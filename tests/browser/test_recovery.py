@@ -30,6 +30,7 @@ import psycopg2
 import pytest
 
 from app.config import Settings
+from app.models import worker_id_of
 from app.ops import prestart, roll
 from app.ops.launcher import Site
 from tests.browser.conftest import DEMO_PASSWORD, PlaywrightError, fresh_page, log_in
@@ -212,7 +213,7 @@ def registered(site) -> dict[str, int]:
 
 def worker_id(name: str | None) -> int:
     assert name and name.startswith("w") and name[1:].isdigit(), name
-    return int(name[1:])
+    return worker_id_of(name)
 
 
 def open_dashboard(tab: Tab, site, path: str) -> dict:

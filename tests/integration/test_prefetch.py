@@ -15,6 +15,7 @@ from app import tokens
 from app.channels import prefetch_channel
 from app.config import Settings
 from app.loadtest.site_client import SiteClient
+from app.models import worker_id_of
 from app.ops import prestart
 from app.ops.launcher import Site
 from tests.conftest import site_env
@@ -137,7 +138,7 @@ def test_only_a_token_signed_for_this_worker_starts_a_query(prefetch_site, outpu
     site = prefetch_site
     account(site, "prefetch-user", query_limit=5)
     first, second = sorted(workers(site))
-    first_id = int(first[1:])
+    first_id = worker_id_of(first)
     claims = tokens.SessionClaims(principal(site, "prefetch-user"), "slow-query",
                                   {"seconds": 30.0, "variant": next(_variants)}, first)
     forged_secret = b"x" * 48

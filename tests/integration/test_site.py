@@ -16,6 +16,7 @@ from tornado.websocket import websocket_connect
 
 from app import tokens
 from app.loadtest.site_client import TOKEN_HEADER, BokehSession, SiteClient
+from app.models import worker_id_of
 from tests.integration.helpers import (
     DEMO_PASSWORD,
     account,
@@ -254,7 +255,7 @@ REPLACEMENT_ROUTED_AFTER_ROW_S = 5.0
 def registry_row(site, worker: str) -> bool:
     """The worker's row is in bokeh_workers at all (not only: heartbeat within the TTL)."""
     with psycopg2.connect(site.settings.database_url) as conn, conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM bokeh_workers WHERE id = %s", (int(worker[1:]),))
+        cur.execute("SELECT 1 FROM bokeh_workers WHERE id = %s", (worker_id_of(worker),))
         found = cur.fetchone() is not None
     conn.close()
     return found
