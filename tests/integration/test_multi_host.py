@@ -85,7 +85,10 @@ async def logged_in(hosts: TwoHosts) -> SiteClient:
 
 async def chart_on(client: SiteClient, hosts: TwoHosts, host) -> tuple[EmbeddedPage, object]:
     """Open my-happiness pages until one lands on `host`; its charted session (others closed)."""
-    wanted = set(hosts.workers_of(host))
+    # The host's workers registered and ready first: a worker the edge dropped by mistake on a
+    # busy machine registers again with its next beat (README, "Several hosts").
+    wanted = await asyncio.to_thread(wait_until, lambda: set(hosts.workers_of(host)) or None, 30,
+                                     f"no ready worker on {host.address}")
     others = []
     try:
         for _ in range(8):
