@@ -130,27 +130,35 @@ def test_cancel_takes_a_query_out_of_its_users_line(site):
 
     async def scenario():
         client, csrf = await admin_client(site)
-        first, second = await open_sessions(site, "console-queued", "slow-query",
-                                            [{"seconds": 30, "variant": 777002}, {"seconds": 30, "variant": 777003}],
-                                            [name])
-        current = await poll_state(client, lambda s: [q["state"] for q in s["queries"]
-                                                      if q["users"] == ["console-queued"]] == ["running", "queued"],
-                                   10, "the console does not show one running and one queued query")
-        running, queued = [q for q in current["queries"] if q["users"] == ["console-queued"]]
-        assert queued["id"].startswith("ticket-") and queued["position"] == 1
-        response = await client.request("POST", f"/admin/queries/{queued['id']}/cancel",
-                                        form={}, headers={"X-CSRFToken": csrf})
-        assert response.code == 202
-        await second.wait_for(lambda d: d.select_one({"name": "query-status"}).tags == ["cancelled"], timeout=10)
-        await first.settle(0.3)
-        states = (first.query_state, second.query_state, status_text(second))
-        response = await client.request("POST", f"/admin/queries/{running['id']}/cancel",
-                                        form={}, headers={"X-CSRFToken": csrf})
-        assert response.code == 202
-        await first.wait_for(lambda d: d.select_one({"name": "query-status"}).tags == ["cancelled"], timeout=10)
-        for s in (first, second):
-            s.close()
-        return states
+        # One after the other: opened together, either could take the user's one place.
+        (first,) = await open_sessions(site, "console-queued", "slow-query", [{"seconds": 30, "variant": 777002}], [name])
+        sessions = [first]
+        try:
+            await poll_state(client, lambda s: [q["state"] for q in s["queries"]
+                                                if q["users"] == ["console-queued"]] == ["running"],
+                             10, "the console does not show the first query running")
+            (second,) = await open_sessions(site, "console-queued", "slow-query",
+                                            [{"seconds": 30, "variant": 777003}], [name])
+            sessions.append(second)
+            current = await poll_state(client, lambda s: [q["state"] for q in s["queries"]
+                                                          if q["users"] == ["console-queued"]] == ["running", "queued"],
+                                       10, "the console does not show one running and one queued query")
+            running, queued = [q for q in current["queries"] if q["users"] == ["console-queued"]]
+            assert queued["id"].startswith("ticket-") and queued["position"] == 1
+            response = await client.request("POST", f"/admin/queries/{queued['id']}/cancel",
+                                            form={}, headers={"X-CSRFToken": csrf})
+            assert response.code == 202
+            await second.wait_for(lambda d: d.select_one({"name": "query-status"}).tags == ["cancelled"], timeout=10)
+            await first.settle(0.3)
+            states = (first.query_state, second.query_state, status_text(second))
+            response = await client.request("POST", f"/admin/queries/{running['id']}/cancel",
+                                            form={}, headers={"X-CSRFToken": csrf})
+            assert response.code == 202
+            await first.wait_for(lambda d: d.select_one({"name": "query-status"}).tags == ["cancelled"], timeout=10)
+            return states
+        finally:  # a failure here must not leave sessions that hold later tests' workers
+            for s in sessions:
+                s.close()
     assert asyncio.run(scenario()) == ("running", "cancelled", ADMIN_CANCELLED)
     wait_until(lambda: active_sleeps(site) == 0, 3, "the cancelled query still runs")
 
