@@ -19,6 +19,8 @@ from app.ops.launcher import Site, free_port
 from app.ops.pgcluster import PostgresCluster
 
 ROOT = Path(__file__).resolve().parent.parent
+# Where test sites' Bokeh port ranges (50 ports each) are drawn from; see site_env.
+BOKEH_TEST_PORTS = (10000, 20000)
 _db_names = itertools.count(1)
 
 
@@ -66,7 +68,10 @@ def database_url(pg: PostgresCluster) -> str:
 
 
 def site_env(database_url: str, **overrides: str) -> dict[str, str]:
-    low = random.randrange(20000, 40000, 50)
+    # Below launcher.FREE_PORTS and the kernel's ephemeral range (32768+): a port free_port()
+    # hands another site (say its edge's), or a client connection's local port, must never be
+    # one a worker of this site may bind later, and the other way round.
+    low = random.randrange(*BOKEH_TEST_PORTS, 50)
     env = {
         **os.environ,
         "APP_ENV": "test",

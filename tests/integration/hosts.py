@@ -151,10 +151,11 @@ class TwoHosts:
         want = int(self.env["WEB_CONCURRENCY"])
         while time.monotonic() < deadline:
             if self.edge.poll() is not None:
-                raise RuntimeError(f"the edge exited with {self.edge.returncode}")
+                raise RuntimeError(f"the edge exited with {self.edge.returncode}:\n{self.log_tail('edge.log')}")
             for label, proc in self.gunicorn.items():
                 if proc.poll() is not None:
-                    raise RuntimeError(f"gunicorn on host {label} exited with {proc.returncode}")
+                    raise RuntimeError(f"gunicorn on host {label} exited with {proc.returncode}:\n"
+                                       f"{self.log_tail(f'gunicorn-{label}.log')}")
             try:
                 if all(len(self.workers_of(h)) >= want for h in self.hosts) and \
                         all(self.in_routes(w) and self.routed(w) for w in self.registered()):
@@ -163,6 +164,13 @@ class TwoHosts:
                 pass
             time.sleep(0.3)
         raise TimeoutError(f"the two hosts did not come up within {timeout:.0f} s: {self.registered()}")
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        """The end of one of this fixture's logs, for an error message (CI keeps no files)."""
+        try:
+            return "\n".join((self.log_dir / name).read_text(errors="replace").splitlines()[-lines:])
+        except OSError as exc:
+            return f"({name}: {exc})"
 
     def restore(self) -> None:
         """After a test: host a's link back, every process of it gone and started again."""
