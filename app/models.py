@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from datetime import datetime, timezone
 
 from flask_login import UserMixin
@@ -115,5 +116,12 @@ def worker_name(worker_id: int) -> str:
 
 
 def worker_id_of(name: str) -> int:
-    """The registry id a worker's name carries (worker_name's inverse): "w7" -> 7."""
-    return int(name.removeprefix("w"))
+    """The registry id a worker's name carries (worker_name's inverse): "w7" -> 7; ValueError
+    for anything that is not a worker's name."""
+    if not WORKER_NAME.fullmatch(name):
+        raise ValueError(f"not a worker name: {name[:20]!r}")
+    return int(name[1:])
+
+
+# What worker_name makes of a serial id (int4: at most 10 digits).
+WORKER_NAME = re.compile(r"w[1-9][0-9]{0,9}")

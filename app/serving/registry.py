@@ -228,7 +228,7 @@ def live_workers_dbapi(conn, ttl_seconds: float) -> list[WorkerRecord]:
 
 
 def choose_worker(conn: Connection, ttl_seconds: float, *, local_host: str,
-                  prefer_id: int | None = None) -> WorkerRecord | None:
+                  prefer_id: int | None = None, avoid_id: int | None = None) -> WorkerRecord | None:
     """Pick the live, ready worker with the fewest pending sessions, then the fewest open ones
     (ties: this process's own, then this host's), and count the new session against it at
     once, so a burst of page loads is dealt round the workers instead of piling onto one.
@@ -236,12 +236,13 @@ def choose_worker(conn: Connection, ttl_seconds: float, *, local_host: str,
     `pending` is what was assigned here and not yet created there (the documents the worker
     still has to build: the wait of a new session); `sessions` is what the worker last
     reported. The worker's heartbeat moves sessions from pending to sessions (migration 0009).
+    `avoid_id` (a worker the page just lost) comes after every other live one (migration 0011).
     """
     # Choices are serialised by an advisory lock inside the function (migration 0003); run
     # on an autocommit connection, it is held for the statement only.
-    row = conn.execute(text("SELECT * FROM choose_worker(:key, :ttl, :prefer, :host)"),
+    row = conn.execute(text("SELECT * FROM choose_worker(:key, :ttl, :prefer, :host, :avoid)"),
                        {"key": CHOICE_LOCK_KEY, "ttl": ttl_seconds, "prefer": prefer_id or 0,
-                        "host": local_host}).first()
+                        "host": local_host, "avoid": avoid_id or 0}).first()
     return None if row is None else _record(row)
 
 

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from flask import abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
 from app import access, tokens
 from app.extensions import db
-from app.models import HappinessEntry, Team, User
+from app.models import HappinessEntry, Team, User, worker_id_of
 from app.serving import embed, prefetch
 from app.serving.hooks import local_worker_id
 from app.serving.registry import choose_worker
@@ -50,7 +52,7 @@ def log_entry():
 @bp.get("/dashboards/<name>")
 @login_required
 def show(name: str):
-    board, session = _new_session(name)
+    board, session = _new_session(name, request.args)
     return render_template("dashboards/show.html", board=board, embed=session,
                            embed_url=url_for("dashboards.embed_json", name=name, **request.args),
                            max_note=entries.MAX_NOTE)
@@ -60,25 +62,32 @@ def show(name: str):
 @login_required
 def embed_json(name: str):
     """A fresh session of the same view on a live worker, for a page whose chart lost its
-    worker (died, or replaced in a rolling restart): the same checks as the page."""
-    _board, session = _new_session(name)
+    worker (died, or replaced in a rolling restart): the same checks as the page. `lost`
+    names the worker the page lost, chosen last: its registry row may outlive it briefly."""
+    args = request.args.to_dict()
+    lost = args.pop("lost", None)
+    try:
+        avoid = None if lost is None else worker_id_of(lost)
+    except ValueError:
+        abort(400, description="lost must name a worker, like w7.")
+    _board, session = _new_session(name, args, avoid)
     return jsonify(session.as_json())
 
 
-def _new_session(name: str) -> tuple[access.Dashboard, embed.Embed]:
+def _new_session(name: str, args: Mapping[str, str], avoid: int | None = None) -> tuple[access.Dashboard, embed.Embed]:
     """Check the request, choose a worker, mint the session's token, start its query."""
     settings = current_app.config["SETTINGS"]
     principal = principal_of(current_user)
     board = access.dashboard(name)                              # 404
     if not board.listed and not settings.blocking_baseline:
         abort(404, description=f"{name} is only served when the site runs with BLOCKING_BASELINE=1.")
-    params = access.parse_params(name, request.args)          # 400
+    params = access.parse_params(name, args)                    # 400
     access.authorize(principal, name, params)                   # 403
     if params.get("team") is not None and db.session.get(Team, params["team"]) is None:
         abort(404, description=f"There is no team {params['team']}.")
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         worker = choose_worker(conn, settings.registry_ttl_seconds,
-                               local_host=settings.bokeh_host, prefer_id=local_worker_id())
+                               local_host=settings.bokeh_host, prefer_id=local_worker_id(), avoid_id=avoid)
         if worker is None:
             abort(503, description="No dashboard server is running right now; try again in a few seconds.")
         claims = tokens.SessionClaims(principal, name, params, worker.name)

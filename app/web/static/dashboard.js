@@ -89,6 +89,8 @@
     for (const [key, value] of Object.entries(viewState())) {
       if (value !== null && value !== undefined) url.searchParams.set(key, value);
     }
+    // The worker that failed us last: its registry row may outlive it for a moment.
+    if (root.dataset.worker) url.searchParams.set("lost", root.dataset.worker);
     const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
     if (response.status === 401 || response.status === 403) {
       const error = new Error("Your login has ended; reload the page to log in again.");

@@ -228,6 +228,18 @@ def test_choose_worker_sends_a_quiet_time_page_to_the_emptiest_worker(registry, 
         assert choose_worker(conn, TTL, local_host=HOST, prefer_id=a.worker_id).worker_id == b.worker_id
 
 
+def test_choose_worker_chooses_the_worker_a_page_lost_last_but_still_chooses_it_when_alone(registry, engine):
+    a, b = reserve(registry, 0), reserve(registry, 1)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE bokeh_workers SET sessions = CASE WHEN id = :a THEN 0 ELSE 9 END"),
+                     {"a": a.worker_id})
+        # a is emptier and preferred, and still not chosen: the page just lost it.
+        assert choose_worker(conn, TTL, local_host=HOST, prefer_id=a.worker_id,
+                             avoid_id=a.worker_id).worker_id == b.worker_id
+        conn.execute(text("DELETE FROM bokeh_workers WHERE id = :b"), {"b": b.worker_id})
+        assert choose_worker(conn, TTL, local_host=HOST, avoid_id=a.worker_id).worker_id == a.worker_id
+
+
 def test_choose_worker_ignores_stale_rows_and_returns_none_when_empty(registry, engine):
     with engine.begin() as conn:
         assert choose_worker(conn, TTL, local_host=HOST) is None

@@ -85,7 +85,7 @@ def test_login_form(app_db, username, password, next_, csrf):
 @given(name=st.sampled_from(sorted(DASHBOARD_PARAMS)), data=st.data())
 def test_dashboard_parameters(admin, lead, name, data):
     params = {key: data.draw(TEXT, label=key) for key in data.draw(
-        st.lists(st.sampled_from(DASHBOARD_PARAMS[name] + ["bogus", "bokeh-token"]), unique=True), label="keys")}
+        st.lists(st.sampled_from(DASHBOARD_PARAMS[name] + ["bogus", "bokeh-token", "lost"]), unique=True), label="keys")}
     client = admin if name != "teams" or data.draw(st.booleans(), label="as admin") else lead
     for path in (f"/dashboards/{name}", f"/dashboards/{name}/embed"):
         assert_answered(client.get(path, query_string=params))
@@ -125,6 +125,22 @@ def test_non_ascii_csrf_token_is_a_400_with_a_reason(admin):
 def test_teams_dates_that_broke_autoload_are_refused_by_the_page(lead, query, reason):
     response = lead.get("/dashboards/teams", query_string=query)
     assert response.status_code == 400 and reason in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("lost, status", [("w1", 200), ("w99", 200), ("w0", 400), ("7", 400), ("w07", 400),
+                                          ("w1 ", 400), ("w" + "9" * 11, 400), ("", 400)])
+def test_embed_takes_the_lost_worker_by_name_only(admin, lost, status):
+    response = admin.get("/dashboards/my-happiness/embed", query_string={"lost": lost})
+    assert response.status_code == status, response.get_data(as_text=True)[:300]
+    if status == 400:
+        assert "lost must name a worker" in response.get_data(as_text=True)
+    else:  # the stand-in worker is the only one: chosen even when it is the one lost
+        assert response.get_json()["worker"] == "w1"
+
+
+def test_the_page_itself_refuses_lost(admin):
+    response = admin.get("/dashboards/my-happiness", query_string={"lost": "w1"})
+    assert response.status_code == 400 and "unknown parameter(s) lost" in response.get_data(as_text=True)
 
 
 def test_nul_in_the_login_username_is_a_400(app_db):
