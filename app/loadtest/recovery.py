@@ -22,7 +22,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from app.loadtest.live import ChartTracker, LiveSession, Update, Write
 from app.loadtest.runner import error_reason
@@ -149,6 +149,7 @@ class RecoveringSession:
         self.recoveries: list[Recovery] = []
         self.recovering = False
         self.phases: dict[str, float] = {}  # the last load's steps, in seconds
+        self.worker: str | None = None  # the worker of the last load tried (dashboard.js's root.dataset.worker)
 
     @property
     def live(self) -> bool:
@@ -188,6 +189,7 @@ class RecoveringSession:
 
     async def _load(self, page: EmbeddedPage) -> None:
         started = time.monotonic()
+        self.worker = page.worker
         autoload = await self.client.fetch_autoload(page)
         if autoload.code != 200:
             raise ClientError(f"autoload.js answered HTTP {autoload.code}", status=autoload.code)
@@ -216,7 +218,9 @@ class RecoveringSession:
                                      session, len(session.updates)))
 
     async def _fresh(self) -> EmbeddedPage:
-        response = await self.client.request("GET", f"/dashboards/{self.dashboard}/embed",
+        # As dashboard.js: name the worker that failed last, so that it is chosen last.
+        lost = f"?{urlencode({'lost': self.worker})}" if self.worker else ""
+        response = await self.client.request("GET", f"/dashboards/{self.dashboard}/embed{lost}",
                                              headers={"Accept": "application/json"})
         if response.code != 200:
             raise ClientError(f"the embed answered HTTP {response.code}", status=response.code)
