@@ -49,7 +49,8 @@ def main() -> int:
         metrics.serve(metrics_listen)
         log.info("edge: metrics on http://%s/metrics", metrics_listen)
     watcher = RegistryWatcher(settings.database_url, settings.registry_ttl_seconds, nginx.apply_routes,
-                              heartbeat_seconds=settings.registry_heartbeat_seconds)
+                              heartbeat_seconds=settings.registry_heartbeat_seconds,
+                              flask_upstreams=upstreams, on_upstreams_down=nginx.apply_upstreams_down)
     try:
         watcher.run(stop, alive=lambda: nginx.process is not None and nginx.process.poll() is None)
     finally:

@@ -18,9 +18,10 @@ import psycopg2
 
 from app import metrics
 from app.channels import REGISTRY_CHANNEL
-from app.edge import liveness
+from app.edge import liveness, sweep
 from app.edge.connections import end_connections
 from app.edge.liveness import Observed, Route, Timing
+from app.edge.sweep import Endpoint
 from app.models import worker_id_of, worker_name
 from app.serving.registry import terminate_backends_dbapi
 
@@ -56,10 +57,19 @@ class RegistryWatcher:
 
     def __init__(self, database_url: str, ttl_seconds: float, on_routes: Callable[[list[Route]], object],
                  heartbeat_seconds: float = 5.0,
-                 probe_all: Callable[[Sequence[Route], Timing], dict[Route, str]] = liveness.probe_all) -> None:
+                 probe_all: Callable[[Sequence[Route], Timing], dict[Route, str]] = liveness.probe_all,
+                 flask_upstreams: Sequence[str] = (),
+                 on_upstreams_down: Callable[[set[str]], object] = lambda down: None,
+                 sweep_all: Callable[[Sequence[Endpoint]], dict[Endpoint, bool]] = sweep.sweep) -> None:
         self.database_url = database_url
         self.ttl_seconds = ttl_seconds
         self.on_routes = on_routes
+        self.flask_upstreams = {u: sweep.parse_endpoint(u) for u in flask_upstreams}
+        self.on_upstreams_down = on_upstreams_down
+        self.sweep_all = sweep_all
+        self._lost_hosts: set[str] = set()  # no endpoint connected in the last sweep (app/edge/sweep.py)
+        self._upstreams_down: set[str] = set()
+        self._next_sweep = 0.0
         self.gc_interval = ttl_seconds / 2
         self.timing = Timing.for_heartbeat(heartbeat_seconds)
         self.probe_all = probe_all
@@ -108,7 +118,10 @@ class RegistryWatcher:
         self._answered_until = {n: t for n, t in self._answered_until.items() if n in names}
         self._dead = {r.route[0]: self._dead[r.route[0]] for r in self._rows
                       if r.route[0] in self._dead and not liveness.revived(r, self._dead[r.route[0]])}
-        self._publish([r.route for r in self._rows if r.route[0] not in self._dead])
+        # A lost host's workers stay unrouted until the sweep reaches it again, even if they
+        # beat (a partition may leave them the database and not the edge).
+        self._publish([r.route for r in self._rows
+                       if r.route[0] not in self._dead and r.route[1] not in self._lost_hosts])
 
     def _probe(self, routes: Sequence[Route]) -> dict[Route, str]:
         """Probe `routes`; remember who answered; return the others with their verdicts."""
@@ -134,9 +147,14 @@ class RegistryWatcher:
         others = liveness.siblings(dead, self._rows)
         if others:
             dead.update({r: v for r, v in self._probe(others).items() if v == liveness.UNREACHABLE})
+        self._drop(conn, dead, began, "no answer to a probe")
+
+    def _drop(self, conn, dead: dict[Route, str], began: float, why: str) -> None:
+        """Unroute `dead` (found so by a check that began at `began`), delete their rows unless
+        they beat since, end their database sessions and nginx's connections to them."""
         for route in dead:
             self._dead[route[0]] = began
-        # Read again, which routes the rest: one that beat since the probe began is alive.
+        # Read again, which routes the rest: one that beat since the check began is alive.
         self._observe(conn)
         dead = {r: v for r, v in dead.items() if r[0] in self._dead}
         if not dead:
@@ -148,9 +166,36 @@ class RegistryWatcher:
                 if cur.fetchone() is not None:
                     terminate_backends_dbapi(cur, worker_id(route))
                     removed.append(route)
-        log.warning("edge: removed worker(s) %s: no answer to a probe", _describe(dead))
+        log.warning("edge: removed worker(s) %s: %s", _describe(dead), why)
         # Last: Flask no longer chooses them, so the charts' re-embeds go to live workers.
         end_connections(removed)
+
+    def _sweep(self, conn) -> None:
+        """Connect to every host's endpoints (app/edge/sweep.py); unroute the workers of hosts
+        that none answered, and tell nginx their gunicorns are down; undo it when they answer."""
+        began = time.monotonic()
+        self._next_sweep = began + sweep.SWEEP_EVERY_S
+        routes = [r.route for r in self._rows if r.ready]
+        answers = self.sweep_all([(h, p) for _n, h, p in routes] + list(self.flask_upstreams.values()))
+        lost = sweep.lost_hosts(answers)
+        found, back = lost - self._lost_hosts, self._lost_hosts - lost
+        self._lost_hosts = lost
+        if found:
+            log.warning("edge: host(s) %s unreachable: no endpoint connected within %.1f s",
+                        ", ".join(sorted(found)), sweep.CONNECT_TIMEOUT_S)
+        if back:
+            log.info("edge: host(s) %s reachable again", ", ".join(sorted(back)))
+        down = {u for u, (h, _p) in self.flask_upstreams.items() if h in lost}
+        if down == set(self.flask_upstreams):
+            down = set()  # every gunicorn down: nginx must still try one (it may be back first)
+        if down != self._upstreams_down:
+            self._upstreams_down = down
+            self.on_upstreams_down(set(down))
+        dead = {r: liveness.UNREACHABLE for r in routes if r[1] in lost and r[0] not in self._dead}
+        if dead:
+            self._drop(conn, dead, began, "their host is unreachable")
+        elif back:
+            self._observe(conn)  # route its workers again (those that beat meanwhile)
 
     def _without_database(self, stop: threading.Event, alive: Callable[[], bool], seconds: float) -> None:
         """Wait `seconds` for the next connection attempt, probing the routes meanwhile."""
@@ -198,7 +243,7 @@ class RegistryWatcher:
         while not stop.is_set() and alive():
             now = time.monotonic()
             wait = liveness.next_check_in(self._rows, now, self.timing, self._answered_until,
-                                        ceiling=min(TICK_S, max(0.0, next_gc - now)))
+                                        ceiling=min(TICK_S, max(0.0, next_gc - now), max(0.0, self._next_sweep - now)))
             ready, _, _ = select.select([conn], [], [], wait)
             if ready:
                 conn.poll()
@@ -209,6 +254,8 @@ class RegistryWatcher:
                 conn.notifies.clear()
                 self._observe(conn)
             self._check_late(conn)
+            if time.monotonic() >= self._next_sweep:
+                self._sweep(conn)
             if time.monotonic() >= next_gc:
                 self._collect_garbage(conn)
                 next_gc = time.monotonic() + self.gc_interval

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app.edge.nginx import NginxServer, render_routes
+from app.edge.nginx import NginxServer, render_routes, render_upstreams
 from app.ops.launcher import free_port
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -68,7 +68,9 @@ def server(nginx_on_path, run_dir) -> NginxServer:
 def test_render_writes_a_valid_config(server, run_dir):
     conf = (run_dir / "nginx.conf").read_text()
     assert "listen 127.0.0.1:18080;" in conf
-    assert "server 127.0.0.1:18000;" in conf and "server 127.0.0.1:18001;" in conf
+    upstreams = (run_dir / "upstreams.conf").read_text()
+    assert "server 127.0.0.1:18000;" in upstreams and "server 127.0.0.1:18001;" in upstreams
+    assert f"include {run_dir / 'upstreams.conf'};" in conf
     assert f"include {run_dir / 'workers.conf'};" in conf
     assert "access_log off;" in conf
     assert (run_dir / "workers.conf").read_text() == HEADER
@@ -89,6 +91,26 @@ def test_apply_routes(server, run_dir):
     # Back to no routes is a change too.
     assert server.apply_routes([]) is True
     assert routes_file.read_text() == HEADER
+
+
+def test_render_upstreams_marks_the_down_ones():
+    text = render_upstreams(["10.0.0.2:8000", "10.0.0.3:8000"], down=["10.0.0.3:8000"])
+    assert text.splitlines()[1:] == ["server 10.0.0.2:8000;", "server 10.0.0.3:8000 down;"]
+
+
+def test_apply_upstreams_down_and_back(server, run_dir):
+    assert server.apply_upstreams_down(["127.0.0.1:18001"]) is True
+    assert "server 127.0.0.1:18001 down;" in (run_dir / "upstreams.conf").read_text()
+    assert server.check().returncode == 0
+    assert server.apply_upstreams_down([]) is True
+    assert " down;" not in (run_dir / "upstreams.conf").read_text()
+
+
+def test_an_upstreams_file_nginx_refuses_is_put_back(server, run_dir):
+    before = (run_dir / "upstreams.conf").read_text()
+    server.flask_upstreams.append("bad host;{")
+    assert server.apply_upstreams_down([]) is False
+    assert (run_dir / "upstreams.conf").read_text() == before
 
 
 @pytest.mark.parametrize("bad", [

@@ -1,0 +1,128 @@
+"""The host sweep (app/edge/sweep.py) with real sockets, and the watcher acting on it against a
+real registry: a host none of whose endpoints connects loses its routes, its rows and its
+gunicorn's place in nginx's upstream; one endpoint failing alone changes nothing."""
+from __future__ import annotations
+
+import socket
+import time
+
+import psycopg2
+import pytest
+
+from app.edge import sweep
+from app.edge.watcher import RegistryWatcher
+
+
+@pytest.fixture
+def listening():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    yield s.getsockname()
+    s.close()
+
+
+def test_parse_endpoint():
+    assert sweep.parse_endpoint(" 10.0.0.2:8000 ") == ("10.0.0.2", 8000)
+    assert sweep.parse_endpoint("[::1]:8000") == ("::1", 8000)
+    for bad in ("10.0.0.2", ":8000", "host:port"):
+        with pytest.raises(ValueError):
+            sweep.parse_endpoint(bad)
+
+
+def test_a_host_is_lost_only_when_none_of_its_endpoints_connects():
+    answers = {("10.0.0.2", 5100): False, ("10.0.0.2", 8000): True,
+               ("10.0.0.6", 5100): False, ("10.0.0.6", 8000): False, ("10.0.0.9", 5101): True}
+    assert sweep.lost_hosts(answers) == {"10.0.0.6"}
+    assert sweep.lost_hosts({}) == set()
+
+
+def test_connects_to_a_listener_and_not_to_a_closed_port(listening):
+    assert sweep.connects(listening) is True
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()
+    started = time.monotonic()
+    assert sweep.connects(closed) is False
+    assert time.monotonic() - started < 0.5  # refused at once, no timeout needed
+
+
+def test_a_silent_address_times_out_and_the_sweep_waits_for_it_once_not_per_endpoint(listening):
+    # 192.0.2.0/24 (TEST-NET-1) is never routed: SYNs go nowhere, as to a host cut off.
+    blackhole = [("192.0.2.1", 5100 + i) for i in range(6)]
+    started = time.monotonic()
+    answers = sweep.sweep([listening, *blackhole], timeout=0.4)
+    took = time.monotonic() - started
+    assert answers[listening] is True and not any(answers[e] for e in blackhole)
+    assert took < 1.5, took  # in parallel, not 6 x 0.4 s
+    assert sweep.lost_hosts(answers) == {"192.0.2.1"}
+
+
+@pytest.fixture
+def registry_url(database_url):
+    with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO bokeh_workers (id, host, port, pid, ready_at) VALUES "
+                    "(1, '10.0.0.2', 5100, 11, now()), (2, '10.0.0.2', 5101, 12, now()), "
+                    "(3, '10.0.0.6', 5100, 13, now())")
+    return database_url
+
+
+def test_the_watcher_unroutes_a_lost_host_and_marks_its_gunicorn_down_until_it_answers(registry_url):
+    published, down_calls = [], []
+    reachable = {"10.0.0.2": True, "10.0.0.6": True}
+    swept = []
+
+    def fake_sweep(endpoints):
+        swept.append(sorted(endpoints))
+        return {e: reachable[e[0]] for e in endpoints}
+
+    watcher = RegistryWatcher(registry_url, 20.0, published.append, heartbeat_seconds=5.0,
+                              flask_upstreams=["10.0.0.2:8000", "10.0.0.6:8000"],
+                              on_upstreams_down=down_calls.append, sweep_all=fake_sweep)
+    conn = watcher._connect()
+    try:
+        watcher._observe(conn)
+        watcher._sweep(conn)
+        assert swept[0] == [("10.0.0.2", 5100), ("10.0.0.2", 5101), ("10.0.0.2", 8000),
+                            ("10.0.0.6", 5100), ("10.0.0.6", 8000)]
+        assert down_calls == [] and len(watcher.routes) == 3
+
+        reachable["10.0.0.6"] = False  # cut off
+        watcher._sweep(conn)
+        assert watcher.routes == [("w1", "10.0.0.2", 5100), ("w2", "10.0.0.2", 5101)]
+        assert down_calls == [{"10.0.0.6:8000"}]
+        with conn.cursor() as cur:
+            cur.execute("SELECT id FROM bokeh_workers ORDER BY id")
+            assert [r[0] for r in cur.fetchall()] == [1, 2]  # Flask chooses it no more
+
+        # Its worker beats again (the database still reaches it): not routed while the edge cannot.
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO bokeh_workers (id, host, port, pid, ready_at) "
+                        "VALUES (3, '10.0.0.6', 5100, 13, now())")
+        watcher._observe(conn)
+        assert ("w3", "10.0.0.6", 5100) not in watcher.routes
+
+        reachable["10.0.0.6"] = True
+        watcher._sweep(conn)
+        assert down_calls == [{"10.0.0.6:8000"}, set()]
+        assert ("w3", "10.0.0.6", 5100) in watcher.routes
+    finally:
+        conn.close()
+
+
+def test_one_endpoint_failing_alone_or_every_gunicorn_failing_marks_nothing_down(registry_url):
+    down_calls = []
+    watcher = RegistryWatcher(registry_url, 20.0, lambda routes: None, heartbeat_seconds=5.0,
+                              flask_upstreams=["10.0.0.2:8000", "10.0.0.6:8000"],
+                              on_upstreams_down=down_calls.append,
+                              sweep_all=lambda eps: {e: e != ("10.0.0.2", 5101) for e in eps})
+    conn = watcher._connect()
+    try:
+        watcher._observe(conn)
+        watcher._sweep(conn)
+        assert len(watcher.routes) == 3 and down_calls == []  # w2 alone: the heartbeat path's business
+        watcher.sweep_all = lambda eps: {e: False for e in eps}  # every host: the whole site stopped
+        watcher._sweep(conn)
+        assert watcher.routes == [] and down_calls == []  # nginx must still try a gunicorn
+    finally:
+        conn.close()
