@@ -16,9 +16,12 @@ waits 3 s (proxy_connect_timeout) to find out. It is routed again once the sweep
 """
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 
 Endpoint = tuple[str, int]  # (host, port)
 
@@ -62,3 +65,62 @@ def sweep(endpoints: Iterable[Endpoint], timeout: float = CONNECT_TIMEOUT_S) -> 
         return {}
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(endpoints)), thread_name_prefix="sweep") as pool:
         return dict(zip(endpoints, pool.map(lambda e: connects(e, timeout), endpoints)))
+
+
+class Sweeper:
+    """Sweeps on its own thread, so that a cut host's 1.1 s of silence never holds the
+    watcher's loop; the watcher selects on `fileno()` and takes each round with `take()`."""
+
+    def __init__(self, sweep_all: Callable[[Sequence[Endpoint]], dict[Endpoint, bool]] = sweep,
+                 every: float = SWEEP_EVERY_S) -> None:
+        self.sweep_all = sweep_all
+        self.every = every
+        self._endpoints: tuple[Endpoint, ...] = ()
+        # Only the latest round matters (it supersedes the earlier ones), so only it is kept:
+        # nothing piles up while the watcher is away (reconnecting to the database).
+        self._latest: tuple[float, dict[Endpoint, bool]] | None = None
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="edge-sweep", daemon=True)
+
+    def watch(self, endpoints: Iterable[Endpoint]) -> None:
+        """The endpoints of the next rounds (a tuple swap: no lock needed)."""
+        self._endpoints = tuple(sorted(set(endpoints)))
+
+    def start(self) -> "Sweeper":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(CONNECT_TIMEOUT_S + self.every + 1)
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def fileno(self) -> int:
+        return self._wake_r.fileno()
+
+    def take(self) -> tuple[float, dict[Endpoint, bool]] | None:
+        """The latest round finished since the last take, as (time.monotonic() at its start,
+        answers); None if there was none."""
+        with contextlib.suppress(BlockingIOError):
+            while self._wake_r.recv(4096):
+                pass
+        with self._lock:
+            latest, self._latest = self._latest, None
+        return latest
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            began = time.monotonic()
+            endpoints = self._endpoints
+            if endpoints:
+                answers = self.sweep_all(endpoints)
+                with self._lock:
+                    self._latest = (began, answers)
+                with contextlib.suppress(OSError):  # full: the watcher has a wake-up pending anyway
+                    self._wake_w.send(b"\0")
+            self._stop.wait(max(0.0, began + self.every - time.monotonic()))

@@ -69,7 +69,7 @@ class RegistryWatcher:
         self.sweep_all = sweep_all
         self._lost_hosts: set[str] = set()  # no endpoint connected in the last sweep (app/edge/sweep.py)
         self._upstreams_down: set[str] = set()
-        self._next_sweep = 0.0
+        self._sweeper: sweep.Sweeper | None = None  # while run() runs
         self.gc_interval = ttl_seconds / 2
         self.timing = Timing.for_heartbeat(heartbeat_seconds)
         self.probe_all = probe_all
@@ -122,6 +122,8 @@ class RegistryWatcher:
         # beat (a partition may leave them the database and not the edge).
         self._publish([r.route for r in self._rows
                        if r.route[0] not in self._dead and r.route[1] not in self._lost_hosts])
+        if self._sweeper is not None:
+            self._sweeper.watch(self._endpoints())
 
     def _probe(self, routes: Sequence[Route]) -> dict[Route, str]:
         """Probe `routes`; remember who answered; return the others with their verdicts."""
@@ -147,6 +149,13 @@ class RegistryWatcher:
         others = liveness.siblings(dead, self._rows)
         if others:
             dead.update({r: v for r, v in self._probe(others).items() if v == liveness.UNREACHABLE})
+        # Every ready worker of a host unreachable: the host is lost, as the sweep would find
+        # (and will undo when it reaches the host): its gunicorn no longer gets requests either.
+        hosts = {r[1] for r, v in dead.items() if v == liveness.UNREACHABLE}
+        whole = {h for h in hosts if all(dead.get(r.route) == liveness.UNREACHABLE
+                                         for r in self._rows if r.ready and r.route[1] == h)}
+        if whole - self._lost_hosts:
+            self._set_lost(self._lost_hosts | whole)
         self._drop(conn, dead, began, "no answer to a probe")
 
     def _drop(self, conn, dead: dict[Route, str], began: float, why: str) -> None:
@@ -170,28 +179,39 @@ class RegistryWatcher:
         # Last: Flask no longer chooses them, so the charts' re-embeds go to live workers.
         end_connections(removed)
 
-    def _sweep(self, conn) -> None:
-        """Connect to every host's endpoints (app/edge/sweep.py); unroute the workers of hosts
-        that none answered, and tell nginx their gunicorns are down; undo it when they answer."""
-        began = time.monotonic()
-        self._next_sweep = began + sweep.SWEEP_EVERY_S
-        routes = [r.route for r in self._rows if r.ready]
-        answers = self.sweep_all([(h, p) for _n, h, p in routes] + list(self.flask_upstreams.values()))
-        lost = sweep.lost_hosts(answers)
+    def _set_lost(self, lost: set[str]) -> tuple[set[str], set[str]]:
+        """Hosts now lost: their gunicorns are marked down for nginx. Returns (found, back)."""
         found, back = lost - self._lost_hosts, self._lost_hosts - lost
-        self._lost_hosts = lost
-        if found:
-            log.warning("edge: host(s) %s unreachable: no endpoint connected within %.1f s",
-                        ", ".join(sorted(found)), sweep.CONNECT_TIMEOUT_S)
-        if back:
-            log.info("edge: host(s) %s reachable again", ", ".join(sorted(back)))
+        self._lost_hosts = set(lost)
         down = {u for u, (h, _p) in self.flask_upstreams.items() if h in lost}
         if down == set(self.flask_upstreams):
             down = set()  # every gunicorn down: nginx must still try one (it may be back first)
         if down != self._upstreams_down:
             self._upstreams_down = down
             self.on_upstreams_down(set(down))
-        dead = {r: liveness.UNREACHABLE for r in routes if r[1] in lost and r[0] not in self._dead}
+        return found, back
+
+    def _endpoints(self) -> list[Endpoint]:
+        """What the sweep connects to: every ready worker and every gunicorn."""
+        return [(r.route[1], r.route[2]) for r in self._rows if r.ready] + list(self.flask_upstreams.values())
+
+    def _sweep(self, conn) -> None:
+        """One round of the sweep, here and now (the loop has the Sweeper's rounds instead)."""
+        began = time.monotonic()
+        self._apply_sweep(conn, began, self.sweep_all(self._endpoints()))
+
+    def _apply_sweep(self, conn, began: float, answers: dict[Endpoint, bool]) -> None:
+        """Unroute the workers of hosts none of whose endpoints answered (app/edge/sweep.py),
+        and tell nginx their gunicorns are down; undo it once they answer."""
+        lost = sweep.lost_hosts(answers)
+        found, back = self._set_lost(lost)
+        if found:
+            log.warning("edge: host(s) %s unreachable: no endpoint connected within %.1f s",
+                        ", ".join(sorted(found)), sweep.CONNECT_TIMEOUT_S)
+        if back:
+            log.info("edge: host(s) %s reachable again", ", ".join(sorted(back)))
+        dead = {r.route: liveness.UNREACHABLE for r in self._rows
+                if r.ready and r.route[1] in lost and r.route[0] not in self._dead}
         if dead:
             self._drop(conn, dead, began, "their host is unreachable")
         elif back:
@@ -217,6 +237,14 @@ class RegistryWatcher:
             stop.wait(min(remaining, self.timing.offline_every))
 
     def run(self, stop: threading.Event, alive: Callable[[], bool] = lambda: True) -> None:
+        self._sweeper = sweep.Sweeper(self.sweep_all).start()
+        try:
+            self._run(stop, alive)
+        finally:
+            self._sweeper.stop()
+            self._sweeper = None
+
+    def _run(self, stop: threading.Event, alive: Callable[[], bool]) -> None:
         attempt = 0
         while not stop.is_set() and alive():
             try:
@@ -243,9 +271,11 @@ class RegistryWatcher:
         while not stop.is_set() and alive():
             now = time.monotonic()
             wait = liveness.next_check_in(self._rows, now, self.timing, self._answered_until,
-                                        ceiling=min(TICK_S, max(0.0, next_gc - now), max(0.0, self._next_sweep - now)))
-            ready, _, _ = select.select([conn], [], [], wait)
-            if ready:
+                                        ceiling=min(TICK_S, max(0.0, next_gc - now)))
+            ready, _, _ = select.select([conn, self._sweeper], [], [], wait)
+            if self._sweeper in ready and (latest := self._sweeper.take()) is not None:
+                self._apply_sweep(conn, *latest)
+            if conn in ready:
                 conn.poll()
                 time.sleep(DEBOUNCE_S)
                 conn.poll()
@@ -254,8 +284,6 @@ class RegistryWatcher:
                 conn.notifies.clear()
                 self._observe(conn)
             self._check_late(conn)
-            if time.monotonic() >= self._next_sweep:
-                self._sweep(conn)
             if time.monotonic() >= next_gc:
                 self._collect_garbage(conn)
                 next_gc = time.monotonic() + self.gc_interval

@@ -3,13 +3,14 @@ real registry: a host none of whose endpoints connects loses its routes, its row
 gunicorn's place in nginx's upstream; one endpoint failing alone changes nothing."""
 from __future__ import annotations
 
+import select
 import socket
 import time
 
 import psycopg2
 import pytest
 
-from app.edge import sweep
+from app.edge import liveness, sweep
 from app.edge.watcher import RegistryWatcher
 
 
@@ -124,5 +125,47 @@ def test_one_endpoint_failing_alone_or_every_gunicorn_failing_marks_nothing_down
         watcher.sweep_all = lambda eps: {e: False for e in eps}  # every host: the whole site stopped
         watcher._sweep(conn)
         assert watcher.routes == [] and down_calls == []  # nginx must still try a gunicorn
+    finally:
+        conn.close()
+
+
+def test_the_sweeper_wakes_its_reader_with_the_latest_round_only(listening):
+    rounds = []
+
+    def counting(endpoints):
+        rounds.append(endpoints)
+        return sweep.sweep(endpoints, timeout=0.2)
+
+    sweeper = sweep.Sweeper(counting, every=0.05)
+    sweeper.watch([listening, listening])
+    sweeper.start()
+    try:
+        ready, _, _ = select.select([sweeper], [], [], 2.0)
+        assert ready == [sweeper]
+        time.sleep(0.3)  # several rounds meanwhile: one answer, the latest
+        began, answers = sweeper.take()
+        assert answers == {listening: True} and time.monotonic() - began < 0.3
+        assert len(rounds) >= 3 and rounds[0] == (listening,)
+    finally:
+        sweeper.stop()
+
+
+def test_a_host_whose_late_workers_are_all_unreachable_is_lost_before_the_sweep_says_so(registry_url):
+    with psycopg2.connect(registry_url) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE bokeh_workers SET heartbeat_at = now() - interval '7 seconds' WHERE host = '10.0.0.6'")
+    down_calls = []
+    watcher = RegistryWatcher(registry_url, 20.0, lambda routes: None, heartbeat_seconds=5.0,
+                              probe_all=lambda routes, timing: {r: liveness.UNREACHABLE for r in routes},
+                              flask_upstreams=["10.0.0.2:8000", "10.0.0.6:8000"],
+                              on_upstreams_down=down_calls.append, sweep_all=lambda eps: {e: True for e in eps})
+    conn = watcher._connect()
+    try:
+        watcher._observe(conn)
+        assert len(watcher.routes) == 3 and down_calls == []
+        watcher._check_late(conn)
+        assert watcher.routes == [("w1", "10.0.0.2", 5100), ("w2", "10.0.0.2", 5101)]
+        assert down_calls == [{"10.0.0.6:8000"}]  # no request waits on its gunicorn meanwhile
+        watcher._sweep(conn)  # the host answers the sweep: its gunicorn is back in the upstream
+        assert down_calls == [{"10.0.0.6:8000"}, set()]
     finally:
         conn.close()
