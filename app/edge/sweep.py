@@ -104,7 +104,7 @@ class Sweeper:
         return self._wake_r.fileno()
 
     def take(self) -> tuple[float, dict[Endpoint, bool]] | None:
-        """The latest round finished since the last take, as (time.monotonic() at its start,
+        """The latest round finished since the last take, as (time.monotonic() at its end,
         answers); None if there was none."""
         with contextlib.suppress(BlockingIOError):
             while self._wake_r.recv(4096):
@@ -120,7 +120,7 @@ class Sweeper:
             if endpoints:
                 answers = self.sweep_all(endpoints)
                 with self._lock:
-                    self._latest = (began, answers)
+                    self._latest = (time.monotonic(), answers)
                 with contextlib.suppress(OSError):  # full: the watcher has a wake-up pending anyway
                     self._wake_w.send(b"\0")
             self._stop.wait(max(0.0, began + self.every - time.monotonic()))

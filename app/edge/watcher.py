@@ -197,12 +197,16 @@ class RegistryWatcher:
 
     def _sweep(self, conn) -> None:
         """One round of the sweep, here and now (the loop has the Sweeper's rounds instead)."""
-        began = time.monotonic()
-        self._apply_sweep(conn, began, self.sweep_all(self._endpoints()))
+        answers = self.sweep_all(self._endpoints())
+        self._apply_sweep(conn, time.monotonic(), answers)
 
-    def _apply_sweep(self, conn, began: float, answers: dict[Endpoint, bool]) -> None:
+    def _apply_sweep(self, conn, answered_at: float, answers: dict[Endpoint, bool]) -> None:
         """Unroute the workers of hosts none of whose endpoints answered (app/edge/sweep.py),
-        and tell nginx their gunicorns are down; undo it once they answer."""
+        and tell nginx their gunicorns are down; undo it once they answer.
+
+        Only a beat after the round's end revives a lost host's worker: one sent during the
+        round may precede the host's death (a kill between the beat and the connect), and its
+        row, kept, would be chosen by Flask for pages nginx no longer routes."""
         lost = sweep.lost_hosts(answers)
         found, back = self._set_lost(lost)
         if found:
@@ -213,7 +217,7 @@ class RegistryWatcher:
         dead = {r.route: liveness.UNREACHABLE for r in self._rows
                 if r.ready and r.route[1] in lost and r.route[0] not in self._dead}
         if dead:
-            self._drop(conn, dead, began, "their host is unreachable")
+            self._drop(conn, dead, answered_at, "their host is unreachable")
         elif back:
             self._observe(conn)  # route its workers again (those that beat meanwhile)
 

@@ -94,7 +94,7 @@ class Heartbeat:
                                           float(self.settings.session_token_ttl_seconds), stats,
                                           timeout=BEAT_TIMEOUT_S)
         if status == "UPDATE 0":
-            log.warning("registry row of %s was reclaimed; registering again", r.name)
+            log.warning("registry row of %s was reclaimed; registering again (ready at the next beat)", r.name)
             await self._conn.execute(REINSERT_SQL, r.worker_id, r.host, r.port, r.pid, timeout=BEAT_TIMEOUT_S)
 
     async def run(self) -> None:

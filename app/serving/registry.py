@@ -41,8 +41,10 @@ CHOICE_LOCK_KEY = int.from_bytes(b"choose", "big")
 HEARTBEAT_SQL = ("UPDATE bokeh_workers SET heartbeat_at = now(), ready_at = coalesce(ready_at, now()), sessions = $2, "
                  "pending = CASE WHEN pending_at < now() - make_interval(secs => $4) THEN 0 "
                  "ELSE greatest(pending - $3, 0) END, stats = coalesce(CAST($5 AS jsonb), stats) WHERE id = $1")
-# A worker whose row was reclaimed while its loop was stalled puts itself back.
-REINSERT_SQL = ("INSERT INTO bokeh_workers (id, host, port, pid, ready_at) VALUES ($1, $2, $3, $4, now()) "
+# A worker whose row was reclaimed (its loop stalled, or the edge found it unreachable) puts
+# itself back, ready only at its next beat: the INSERT notifies the edge, which routes it
+# meanwhile; ready at once, Flask could send a page to it before nginx knows its route (404).
+REINSERT_SQL = ("INSERT INTO bokeh_workers (id, host, port, pid) VALUES ($1, $2, $3, $4) "
                 "ON CONFLICT DO NOTHING")
 
 

@@ -169,3 +169,25 @@ def test_a_host_whose_late_workers_are_all_unreachable_is_lost_before_the_sweep_
         assert down_calls == [{"10.0.0.6:8000"}, set()]
     finally:
         conn.close()
+
+
+def test_a_beat_sent_during_the_round_that_found_its_host_lost_does_not_keep_its_row(registry_url):
+    """A kill between a worker's beat and the sweep's connect: the row must go all the same,
+    or Flask keeps choosing a worker nginx no longer routes."""
+    def beat_then_die(endpoints):
+        with psycopg2.connect(registry_url) as conn, conn.cursor() as cur:
+            cur.execute("UPDATE bokeh_workers SET heartbeat_at = now() WHERE host = '10.0.0.6'")
+        return {e: e[0] != "10.0.0.6" for e in endpoints}
+
+    watcher = RegistryWatcher(registry_url, 20.0, lambda routes: None, heartbeat_seconds=5.0,
+                              flask_upstreams=["10.0.0.2:8000", "10.0.0.6:8000"], sweep_all=beat_then_die)
+    conn = watcher._connect()
+    try:
+        watcher._observe(conn)
+        watcher._sweep(conn)
+        assert ("w3", "10.0.0.6", 5100) not in watcher.routes
+        with conn.cursor() as cur:
+            cur.execute("SELECT id FROM bokeh_workers ORDER BY id")
+            assert [r[0] for r in cur.fetchall()] == [1, 2]
+    finally:
+        conn.close()
