@@ -1,8 +1,15 @@
 """gunicorn settings for the site. Hooks are one line each; the logic is in app/serving/hooks.py."""
+import importlib
 import os
 
 from app import logs
 from app.serving import hooks
+
+
+def code():
+    """app.serving.hooks as this process has it: a worker reads our code again after the fork."""
+    return importlib.import_module("app.serving.hooks")
+
 
 # The site's validated settings (app/config.py): a bad or missing value stops gunicorn here,
 # naming the variable, before any worker starts.
@@ -20,7 +27,9 @@ threads = settings.gunicorn_threads
 # of a burst of 200 page loads while another took 12 (make bench, load (b)).
 worker_connections = threads
 keepalive = 0
-# No preload: each worker must bind its own Bokeh port after the fork.
+# No preload of the app: each worker binds its own Bokeh port after the fork, and loads our
+# code from disk (a rolling restart deploys it). The master preloads the libraries instead
+# (hooks.preload_libraries).
 preload_app = False
 graceful_timeout = 15
 timeout = 60
@@ -40,12 +49,16 @@ def on_starting(server):
     hooks.master_starting()
 
 
+def post_fork(server, worker):
+    hooks.load_code_from_disk()
+
+
 def post_worker_init(worker):
-    hooks.worker_started()
+    code().worker_started()
 
 
 def worker_exit(server, worker):
-    hooks.stop_worker_services()
+    code().stop_worker_services()
 
 
 def child_exit(server, worker):

@@ -5,8 +5,10 @@ gunicorn's own rolling restart (SIGHUP) starts all new workers and stops all old
 without waiting for the new ones' Bokeh servers: for seconds no worker can take a chart. Here,
 per old worker: SIGTTIN (one worker more), wait until the new one is ready in the registry,
 SIGTTOU (one fewer: gunicorn stops its oldest, which leaves the registry at once, finishes its
-requests, and whose open charts reconnect on a live worker). New workers load the code on
-disk, so this is also how a deploy goes live.
+requests, and whose open charts reconnect on a live worker). New workers read our code from
+disk after the fork (app.serving.hooks.load_code_from_disk; the master holds only the
+libraries), so this is also how a deploy goes live: every change but a library upgrade or one
+to app.logs / app.metrics, which the master runs and which need a full restart.
 """
 from __future__ import annotations
 
