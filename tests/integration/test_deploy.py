@@ -32,9 +32,11 @@ def copy_of_the_site(to: Path) -> Path:
 
 
 @pytest.fixture
-def gunicorn_in_a_copy(database_url, tmp_path):
+def gunicorn_in_a_copy(own_pg, tmp_path):
+    """On a PostgreSQL of its own: the shared one has the session's site's connections, and a
+    roll briefly runs one worker more than the site has."""
     tree = copy_of_the_site(tmp_path / "site")
-    env = site_env(database_url, WEB_CONCURRENCY="2", LOG_LEVEL="info",
+    env = site_env(own_pg.create_database("deploy"), WEB_CONCURRENCY="2", LOG_LEVEL="info",
                    PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"), PYTHONPATH=str(tree))
     settings = Settings.from_env(env)
     prestart.run(settings, people_per_team=1, history_days=1)
