@@ -213,7 +213,7 @@ class SiteRestart(Fault):
 
     def recover(self, drill: "Drill") -> None:
         started = time.monotonic()
-        drill.site = Site(drill.site.env, run_dir=drill.site.run_dir, log_dir=drill.site.log_dir).start(WHOLE_TIMEOUT_S)
+        drill.site = drill.site.again().start(WHOLE_TIMEOUT_S)
         for host in drill.hosts.values():
             host.start_gunicorn()
         for host in drill.hosts.values():

@@ -11,6 +11,7 @@ import logging
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -94,8 +95,12 @@ class Site:
     """The edge and gunicorn, as child processes sharing one environment."""
 
     def __init__(self, env: Mapping[str, str], run_dir: Path | None = None, log_dir: Path | None = None) -> None:
+        self._given = (dict(env), run_dir)
         self.env = dict(env)
-        self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix="happiness-edge-"))
+        # A run directory of its own (nginx's config and temp files, the workers' metrics) is
+        # removed by stop(); one handed in belongs to the caller.
+        self._owns_run_dir = run_dir is None and "EDGE_RUN_DIR" not in self.env
+        self.run_dir = Path(run_dir or self.env.get("EDGE_RUN_DIR") or tempfile.mkdtemp(prefix="happiness-edge-"))
         self.log_dir = log_dir
         self.edge: subprocess.Popen | None = None
         self.gunicorn: subprocess.Popen | None = None
@@ -105,6 +110,11 @@ class Site:
         self.env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(self.run_dir / "metrics"))
         self.env.setdefault("EDGE_METRICS_LISTEN", f"127.0.0.1:{free_port()}")
         self.settings = Settings.from_env(self.env)
+
+    def again(self) -> "Site":
+        """The same site, to start again after stop(): same settings, ports and logs."""
+        env, run_dir = self._given
+        return Site(env, run_dir=run_dir, log_dir=self.log_dir)
 
     @property
     def edge_metrics_url(self) -> str:
@@ -172,6 +182,8 @@ class Site:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        if self._owns_run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
 def _private_database(env: dict[str, str]) -> PostgresCluster:

@@ -7,7 +7,9 @@ import asyncio
 import os
 import signal
 import subprocess
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -80,15 +82,25 @@ class Launcher:
         return time.monotonic() - started
 
 
+def leftovers(tmp: Path) -> list[str]:
+    """The site's run directories (nginx's config and temp files, the metrics) still in `tmp`."""
+    return sorted(p.name for p in tmp.glob("happiness-edge-*"))
+
+
 def test_stops_cleanly_with_open_sessions_then_restarts_at_once_even_stuck_and_without_database(own_pg):
     url = own_pg.create_database("launcher")
-    env = site_env(url, WEB_CONCURRENCY="2", REGISTRY_HEARTBEAT_SECONDS="1", REGISTRY_TTL_SECONDS="5")
+    # The launcher's own temp directory: what a stop leaves behind in it is seen (world-readable:
+    # nginx's workers read their config from there).
+    tmp = Path(tempfile.mkdtemp(prefix="launcher-tmp-"))
+    os.chmod(tmp, 0o755)
+    env = site_env(url, WEB_CONCURRENCY="2", REGISTRY_HEARTBEAT_SECONDS="1", REGISTRY_TTL_SECONDS="5", TMPDIR=str(tmp))
     prestart.run(Settings.from_env(env), people_per_team=2, history_days=3)
 
     # 1. Up, 200 open chart sessions, then Ctrl-C (SIGINT to the process group).
     first = Launcher(env)
     processes = first.wait_up()
     assert len(processes) >= 4, processes  # edge + nginx + gunicorn master + workers
+    assert len(leftovers(tmp)) == 1, leftovers(tmp)
 
     async def open_sessions(n: int):
         client = SiteClient(f"http://127.0.0.1:{env['PUBLIC_PORT']}")
@@ -106,6 +118,7 @@ def test_stops_cleanly_with_open_sessions_then_restarts_at_once_even_stuck_and_w
     assert first.proc.returncode == 0, "".join(first.output[-20:])
     assert took < STOP_BOUND_S, f"stopping took {took:.1f} s"
     assert not alive(processes), f"left running: {alive(processes)}"
+    assert leftovers(tmp) == [], "a stop left the site's run directory behind"
     for s in sessions:
         s.close()
     loop.close()
@@ -121,3 +134,5 @@ def test_stops_cleanly_with_open_sessions_then_restarts_at_once_even_stuck_and_w
     took = second.stop(signal.SIGTERM)
     assert took < STOP_BOUND_S, f"stopping a stuck site without its database took {took:.1f} s"
     assert not alive(processes), f"left running: {alive(processes)}"
+    assert leftovers(tmp) == [], "a stop with a stuck worker left the site's run directory behind"
+    shutil.rmtree(tmp, ignore_errors=True)
