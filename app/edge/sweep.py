@@ -12,7 +12,9 @@ down. One endpoint failing alone says nothing about its host (a listen queue tha
 during a burst drops SYNs; a worker being replaced refuses for a moment), so it is left to the
 heartbeat path; a host with one endpoint is judged on that one. A lost host's workers lose
 their routes, and its gunicorn is marked `down` for nginx, so that no page and no re-embed
-waits 3 s (proxy_connect_timeout) to find out. It is routed again once the sweep reaches it.
+waits 3 s (proxy_connect_timeout) to find out; the host is marked in edge_lost_hosts, so that
+Flask chooses none of its workers even if they still beat (migration 0012). It is routed
+again once the sweep reaches it.
 """
 from __future__ import annotations
 

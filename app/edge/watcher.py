@@ -40,6 +40,11 @@ OBSERVE_SQL = ("SELECT id, host, port, extract(epoch FROM now() - heartbeat_at):
 # Only if it has not beaten since the probe began (%s seconds ago): then it is alive.
 DELETE_UNREVIVED_SQL = ("DELETE FROM bokeh_workers WHERE id = %s AND heartbeat_at < now() - make_interval(secs => %s) "
                         "RETURNING id")
+# The hosts Flask must not choose workers on (migration 0012: choose_worker skips them while
+# their mark is fresh): exactly %(hosts)s, the marks of those refreshed.
+MARK_LOST_SQL = ("WITH unmarked AS (DELETE FROM edge_lost_hosts WHERE NOT host = ANY(%(hosts)s::varchar[])) "
+                 "INSERT INTO edge_lost_hosts (host) SELECT unnest(%(hosts)s::varchar[]) "
+                 "ON CONFLICT (host) DO UPDATE SET marked_at = now()")
 # What the registry's trigger sends (migration 0001): a bounded label.
 REGISTRY_OPS = frozenset({"INSERT", "DELETE", "UPDATE"})
 
@@ -69,6 +74,8 @@ class RegistryWatcher:
         self.sweep_all = sweep_all
         self._lost_hosts: set[str] = set()  # no endpoint connected in the last sweep (app/edge/sweep.py)
         self._upstreams_down: set[str] = set()
+        # Whether edge_lost_hosts may hold marks; at first it may (an earlier edge's).
+        self._marks_written = True
         self._sweeper: sweep.Sweeper | None = None  # while run() runs
         self.gc_interval = ttl_seconds / 2
         self.timing = Timing.for_heartbeat(heartbeat_seconds)
@@ -155,7 +162,7 @@ class RegistryWatcher:
         whole = {h for h in hosts if all(dead.get(r.route) == liveness.UNREACHABLE
                                          for r in self._rows if r.ready and r.route[1] == h)}
         if whole - self._lost_hosts:
-            self._set_lost(self._lost_hosts | whole)
+            self._set_lost(conn, self._lost_hosts | whole)
         self._drop(conn, dead, began, "no answer to a probe")
 
     def _drop(self, conn, dead: dict[Route, str], began: float, why: str) -> None:
@@ -179,16 +186,25 @@ class RegistryWatcher:
         # Last: Flask no longer chooses them, so the charts' re-embeds go to live workers.
         end_connections(removed)
 
-    def _set_lost(self, lost: set[str]) -> tuple[set[str], set[str]]:
-        """Hosts now lost: their gunicorns are marked down for nginx. Returns (found, back)."""
+    def _set_lost(self, conn, lost: set[str]) -> tuple[set[str], set[str]]:
+        """Hosts now lost: their gunicorns are marked down for nginx, and the hosts for
+        choose_worker (before their rows go: a host that still reaches the database puts
+        them back at its next beat). Returns (found, back)."""
         found, back = lost - self._lost_hosts, self._lost_hosts - lost
         self._lost_hosts = set(lost)
+        known = {h for h, _p in self.flask_upstreams.values()} | {r.route[1] for r in self._rows}
+        if not known - lost:
+            lost = set()  # every host lost: the edge's own network, most likely; let them be tried
         down = {u for u, (h, _p) in self.flask_upstreams.items() if h in lost}
         if down == set(self.flask_upstreams):
             down = set()  # every gunicorn down: nginx must still try one (it may be back first)
         if down != self._upstreams_down:
             self._upstreams_down = down
             self.on_upstreams_down(set(down))
+        if lost or self._marks_written:  # refreshed every round while a host is lost
+            with conn.cursor() as cur:
+                cur.execute(MARK_LOST_SQL, {"hosts": sorted(lost)})
+            self._marks_written = bool(lost)
         return found, back
 
     def _endpoints(self) -> list[Endpoint]:
@@ -208,7 +224,7 @@ class RegistryWatcher:
         round may precede the host's death (a kill between the beat and the connect), and its
         row, kept, would be chosen by Flask for pages nginx no longer routes."""
         lost = sweep.lost_hosts(answers)
-        found, back = self._set_lost(lost)
+        found, back = self._set_lost(conn, lost)
         if found:
             log.warning("edge: host(s) %s unreachable: no endpoint connected within %.1f s",
                         ", ".join(sorted(found)), sweep.CONNECT_TIMEOUT_S)

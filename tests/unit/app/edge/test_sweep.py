@@ -125,6 +125,9 @@ def test_one_endpoint_failing_alone_or_every_gunicorn_failing_marks_nothing_down
         watcher.sweep_all = lambda eps: {e: False for e in eps}  # every host: the whole site stopped
         watcher._sweep(conn)
         assert watcher.routes == [] and down_calls == []  # nginx must still try a gunicorn
+        with conn.cursor() as cur:  # and Flask may still choose: the edge's own network, most likely
+            cur.execute("SELECT count(*) FROM edge_lost_hosts")
+            assert cur.fetchone()[0] == 0
     finally:
         conn.close()
 
@@ -189,5 +192,72 @@ def test_a_beat_sent_during_the_round_that_found_its_host_lost_does_not_keep_its
         with conn.cursor() as cur:
             cur.execute("SELECT id FROM bokeh_workers ORDER BY id")
             assert [r[0] for r in cur.fetchall()] == [1, 2]
+    finally:
+        conn.close()
+
+
+def chosen(conn) -> int | None:
+    """The worker Flask would choose now (app.serving.registry.choose_worker's function)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT id FROM choose_worker(1, 20, 0, '10.0.0.2', 0)")
+        row = cur.fetchone()
+    return None if row is None else row[0]
+
+
+def test_flask_chooses_no_worker_on_a_host_the_edge_cannot_reach_even_if_it_beats(registry_url):
+    """A partition between a host and the edge only: the host's heartbeats put its rows back,
+    ready; choose_worker must still pass them over until the edge reaches the host again."""
+    reachable = {"10.0.0.2": True, "10.0.0.6": True}
+    watcher = RegistryWatcher(registry_url, 20.0, lambda routes: None, heartbeat_seconds=5.0,
+                              flask_upstreams=["10.0.0.2:8000", "10.0.0.6:8000"],
+                              sweep_all=lambda eps: {e: reachable[e[0]] for e in eps})
+    conn = watcher._connect()
+    try:
+        with conn.cursor() as cur:  # w3 is the idlest: chosen first whenever it may be
+            cur.execute("UPDATE bokeh_workers SET pending = 100 WHERE id IN (1, 2)")
+        watcher._observe(conn)
+        watcher._sweep(conn)
+        assert chosen(conn) == 3
+
+        reachable["10.0.0.6"] = False
+        watcher._sweep(conn)
+        with conn.cursor() as cur:  # its beat puts its row back, ready (the database reaches it)
+            cur.execute("INSERT INTO bokeh_workers (id, host, port, pid, ready_at) VALUES (3, '10.0.0.6', 5100, 13, now())")
+        watcher._sweep(conn)  # the next round, still lost
+        assert {chosen(conn) for _ in range(5)} <= {1, 2}
+
+        reachable["10.0.0.6"] = True
+        watcher._sweep(conn)
+        assert chosen(conn) == 3
+    finally:
+        conn.close()
+
+
+def test_a_lost_mark_lapses_when_the_edge_stops_refreshing_it_and_a_new_edge_clears_it(registry_url):
+    """An edge that died with a host marked must not shut that host out for good."""
+    conn = psycopg2.connect(registry_url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("UPDATE bokeh_workers SET pending = 100 WHERE id IN (1, 2)")
+            cur.execute("INSERT INTO edge_lost_hosts (host) VALUES ('10.0.0.6')")
+        assert chosen(conn) in {1, 2}  # fresh: honoured
+        with conn.cursor() as cur:
+            cur.execute("UPDATE edge_lost_hosts SET marked_at = now() - interval '1 minute'")
+        assert chosen(conn) == 3  # stale: lapsed
+        with conn.cursor() as cur:
+            cur.execute("UPDATE edge_lost_hosts SET marked_at = now()")
+        watcher = RegistryWatcher(registry_url, 20.0, lambda routes: None, heartbeat_seconds=5.0,
+                                  flask_upstreams=["10.0.0.2:8000", "10.0.0.6:8000"],
+                                  sweep_all=lambda eps: {e: True for e in eps})
+        edge = watcher._connect()
+        try:
+            watcher._observe(edge)
+            watcher._sweep(edge)  # a new edge's first round: every host answers
+        finally:
+            edge.close()
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM edge_lost_hosts")
+            assert cur.fetchone()[0] == 0
     finally:
         conn.close()
