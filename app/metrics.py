@@ -63,6 +63,10 @@ SESSIONS_CREATED = Counter(
 SESSIONS_OPEN = Gauge(
     "happiness_sessions_open", "Bokeh sessions a worker holds, sampled at every registry heartbeat",
     ["worker", "dashboard"], multiprocess_mode="livesum")
+BOKEH_CPU_SECONDS = Counter(
+    "happiness_bokeh_cpu_seconds", "CPU of the workers' Bokeh loops by phase: build (a new session's "
+    "document), pull (a document serialized for its page), patch (changes serialized: results, live "
+    "updates); app/serving/cpu_phases.py", ["phase"])
 TIME_TO_CHART_SECONDS = Histogram(
     "happiness_time_to_chart_seconds", "From a document's build to its chart's first data applied",
     ["dashboard"], buckets=QUERY_BUCKETS)

@@ -99,7 +99,12 @@ SPECIAL = (LIVE, MEMORY, BROWSER)
 EXTRA_HEADING = "## Open sessions and the browser"
 # The workers' named threads (bokeh_apps.kit.runtime.name_os_thread) and what runs on them.
 WORKER_THREADS = {"bokeh-w": "Bokeh loop", "db-w": "database loop"}
-CPU_COLUMNS = ("workers", "workers: Bokeh loop", "workers: database loop", "workers: other threads",
+# The Bokeh loop's synchronous phases, counted by the workers themselves (app.serving.cpu_phases,
+# the metric below); the rest of the loop is autoload.js, websockets, Tornado and callbacks.
+BOKEH_PHASES = ("build", "pull", "patch")
+BOKEH_CPU_METRIC = "happiness_bokeh_cpu_seconds"
+CPU_COLUMNS = ("workers", "workers: Bokeh loop", *(f"Bokeh loop: {p}" for p in BOKEH_PHASES),
+               "workers: database loop", "workers: other threads",
                "gunicorn master", "edge", "nginx", "postgres", "peer: panel serve", "peer: page",
                "all but the tester", "load tester")
 PEER = ("e", "f")
@@ -269,9 +274,21 @@ class Bench:
             workers = processes.descendants(table, self.site.gunicorn.pid)
             for role, seconds in processes.worker_threads(table, workers, WORKER_THREADS).items():
                 reading[f"workers: {role}"] = seconds
+            reading.update(self.bokeh_phases())
         t = os.times()
         reading["load tester"] = t.user + t.system
         return reading
+
+    def bokeh_phases(self) -> dict[str, float]:
+        """CPU seconds of the workers' Bokeh loops by phase, from the site's /metrics (summed over
+        every worker, dead ones included); {} if it cannot be read."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as response:
+                text = response.read().decode()
+        except OSError as exc:
+            print(f"    (no Bokeh loop phases: /metrics unreadable: {exc})", flush=True)
+            return {}
+        return {f"Bokeh loop: {phase}": seconds for phase, seconds in phase_seconds(text).items()}
 
     def scenario(self, key: str, seconds: float, sessions: int) -> dict:
         title, options = SCENARIOS[key]
@@ -782,6 +799,19 @@ def write_markdown(results: dict, info: dict) -> str:
         lines += ["", "Errors by kind:", ""] + [f"- ({k}) {json.dumps(v)}" for k, v in errs.items()]
     lines += ["", "Per-scenario JSON and HTML reports: build/bench/scenario-<x>.json|html (not committed).", ""]
     return "\n".join(lines)
+
+
+def phase_seconds(exposition: str) -> dict[str, float]:
+    """{phase: CPU seconds} from a Prometheus exposition's BOKEH_CPU_METRIC samples."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {phase: 0.0 for phase in BOKEH_PHASES}
+    for family in text_string_to_metric_families(exposition):
+        if family.name == BOKEH_CPU_METRIC:
+            for sample in family.samples:
+                if sample.name == f"{BOKEH_CPU_METRIC}_total" and sample.labels.get("phase") in out:
+                    out[sample.labels["phase"]] += sample.value
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ import argparse
 
 import pytest
 
+from benchmarks import bench
 from benchmarks.bench import comparison, parse_scenarios
 
 
@@ -37,3 +38,15 @@ def test_the_doc_says_the_machine_was_busy_only_when_it_was():
     assert load_note({"load": "0.3 and 0.9", "machine": machine}) == ""
     assert "above the 2 cores" in load_note({"load": "0.3 and 2.5", "machine": machine})
     assert load_note({"machine": machine}) == ""
+
+
+def test_phase_seconds_sums_the_workers_bokeh_loop_phases_from_an_exposition():
+    from prometheus_client import CollectorRegistry, Counter, generate_latest
+
+    registry = CollectorRegistry()
+    cpu = Counter(bench.BOKEH_CPU_METRIC, "doc", ["phase"], registry=registry)
+    cpu.labels("build").inc(1.5)
+    cpu.labels("patch").inc(0.25)
+    other = Counter("happiness_other_seconds", "doc", ["phase"], registry=registry)
+    other.labels("build").inc(7)  # another metric with the same label: not counted
+    assert bench.phase_seconds(generate_latest(registry).decode()) == {"build": 1.5, "pull": 0.0, "patch": 0.25}
