@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from typing import Any, Callable, Sequence
 
@@ -84,6 +85,9 @@ class DocumentQuery:
         self._progress = None
         self._ticker = None
         doc.on_event(ConnectionLost, self._on_connection_lost)
+        # The Bokeh loop, which builds this document: callbacks from other threads go through it.
+        self._loop = _running_loop()
+        self._thread = threading.get_ident()
         # Not doc.on_session_destroyed: Bokeh follows those callbacks with a full gc.collect()
         # (see bokeh_apps.speedups.collector); the runtime's sweep cancels a destroyed session's query.
         runtime.current().track(self)
@@ -150,10 +154,7 @@ class DocumentQuery:
 
     def _later(self, callback: Callable[[], None]) -> None:
         """Run callback under the document lock; from any thread; nothing if the session is gone."""
-        try:
-            self.doc.add_next_tick_callback(callback)
-        except Exception:  # the session was destroyed meanwhile: nobody to tell
-            log.debug("document of %r is gone", self.label)
+        next_tick(self.doc, callback, self._loop, self._thread, self.label)
 
     @property
     def running(self) -> bool:
@@ -234,3 +235,33 @@ class DocumentQuery:
             except ValueError:
                 pass
             self._ticker = None
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # built outside a loop (a script, a test): callbacks go straight in
+        return None
+
+
+def next_tick(doc: Document, callback: Callable[[], Any], loop: asyncio.AbstractEventLoop | None,
+              thread: int, label: str = "") -> None:
+    """doc.add_next_tick_callback(callback), always from the Bokeh loop's thread (`thread`).
+
+    The query's progress changes on the database thread. Bokeh's add_next_tick_callback is
+    not safe from another thread while the session is being made: ServerSession.__init__
+    first subscribes to the document's callback changes, then adds the callbacks the document
+    holds, so one added in between is added twice and session creation fails ("A callback of
+    the same type has already been added with this ID": autoload.js answered 500, once in 2000
+    sessions of make bench's memory scenario). On the loop's thread nothing runs inside that
+    constructor."""
+    if loop is not None and threading.get_ident() != thread:
+        try:
+            loop.call_soon_threadsafe(next_tick, doc, callback, loop, thread, label)
+        except RuntimeError:  # the loop is closed: the worker is stopping
+            log.debug("document of %r: the Bokeh loop is closed", label)
+        return
+    try:
+        doc.add_next_tick_callback(callback)
+    except Exception:  # the session was destroyed meanwhile: nobody to tell
+        log.debug("document of %r is gone", label)
