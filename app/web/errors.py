@@ -65,12 +65,21 @@ def came_back(wait_s: float) -> bool:
     return False
 
 
+def lost_connection(exc: DBAPIError) -> bool:
+    """The error was the connection's, not the statement's: it could not be opened (PostgreSQL
+    stopping, or "starting up" for the last moments of a restart) or it broke. Such an error
+    may be over by the time it is handled (make drill: a page answered 503 19 ms after it met a
+    restart's end, the database already answering); loading again is then the right answer. A
+    statement's own error (a timeout, say) would only repeat."""
+    return bool(exc.connection_invalidated) or exc.statement is None
+
+
 def handle_database_down(exc: DBAPIError):
     """PostgreSQL restarting or unreachable: a page load waits for a restart to finish and loads
     again (307 to itself); otherwise a readable 503, not a bare 500. The pool checks
     connections on checkout (pre-ping), so the next request after it returns just works."""
     db.session.rollback()
-    if request.method in ("GET", "HEAD") and came_back(RESTART_WAIT_S):
+    if request.method in ("GET", "HEAD") and (lost_connection(exc) and database_answers() or came_back(RESTART_WAIT_S)):
         current_app.logger.info("database back after a restart: loading %s again", request.path)
         return redirect(request.full_path if request.query_string else request.path, code=307)
     # The page header asks who is logged in, which needs the database: render as anonymous

@@ -211,6 +211,36 @@ def test_a_page_load_during_a_database_restart_waits_and_loads_again(own_pg):
     finally:
         own_pg.start()
 
+def test_a_page_that_lost_its_connection_to_a_restart_already_over_loads_again_at_once(own_pg):
+    """PostgreSQL refuses sessions for the last moments of a restart ("starting up"); a page
+    that met that and finds the database answering is sent to load again, not a 503. A
+    statement's own error is not: loading again would only repeat it."""
+    import psycopg2
+    from sqlalchemy.exc import OperationalError
+
+    url = own_pg.create_database("restarted")
+    env = {"APP_ENV": "test", "DATABASE_URL": url, "SECRET_KEY": "x" * 40, "BOKEH_SECRET_KEY": "y" * 48}
+    prestart.run(Settings.from_env(env), people_per_team=1, history_days=1)
+    app = create_app(Settings.from_env(env))
+    starting_up = psycopg2.OperationalError("FATAL:  the database system is starting up")
+    timed_out = psycopg2.OperationalError("canceling statement due to statement timeout")
+
+    def at_connect():
+        raise OperationalError(None, None, starting_up)
+
+    def in_a_statement():
+        raise OperationalError("SELECT pg_sleep(99)", {}, timed_out)
+
+    app.add_url_rule("/test/at-connect", "at_connect", at_connect)
+    app.add_url_rule("/test/in-a-statement", "in_a_statement", in_a_statement)
+    client = app.test_client()
+    started = time.monotonic()
+    response = client.get("/test/at-connect?x=1")
+    assert response.status_code == 307 and response.headers["Location"].endswith("/test/at-connect?x=1")
+    assert time.monotonic() - started < 1.0  # the database answers: no waiting for it
+    assert client.get("/test/in-a-statement").status_code == 503
+
+
 @pytest.fixture
 def throttled_app(pg):
     url = pg.create_database(f"throttle_{free_port()}")
