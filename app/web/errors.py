@@ -52,11 +52,12 @@ def database_answers() -> bool:
         return False
 
 
-def came_back(wait_s: float) -> bool:
-    """True if the database, down now, answers again within `wait_s`. False if it is not down
-    (the error was something else: a redirect would only repeat it) or stays down."""
+def load_again(exc: DBAPIError, wait_s: float) -> bool:
+    """Whether a page load that met `exc` should load again. The database down: once it answers
+    again within `wait_s` (a restart). The database answering: only if the error was the
+    connection's (lost_connection), already over; a statement's own error would only repeat."""
     if database_answers():
-        return False
+        return lost_connection(exc)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         time.sleep(PROBE_EVERY_S)
@@ -69,8 +70,7 @@ def lost_connection(exc: DBAPIError) -> bool:
     """The error was the connection's, not the statement's: it could not be opened (PostgreSQL
     stopping, or "starting up" for the last moments of a restart) or it broke. Such an error
     may be over by the time it is handled (make drill: a page answered 503 19 ms after it met a
-    restart's end, the database already answering); loading again is then the right answer. A
-    statement's own error (a timeout, say) would only repeat."""
+    restart's end, the database already answering)."""
     return bool(exc.connection_invalidated) or exc.statement is None
 
 
@@ -79,7 +79,7 @@ def handle_database_down(exc: DBAPIError):
     again (307 to itself); otherwise a readable 503, not a bare 500. The pool checks
     connections on checkout (pre-ping), so the next request after it returns just works."""
     db.session.rollback()
-    if request.method in ("GET", "HEAD") and (lost_connection(exc) and database_answers() or came_back(RESTART_WAIT_S)):
+    if request.method in ("GET", "HEAD") and load_again(exc, RESTART_WAIT_S):
         current_app.logger.info("database back after a restart: loading %s again", request.path)
         return redirect(request.full_path if request.query_string else request.path, code=307)
     # The page header asks who is logged in, which needs the database: render as anonymous
