@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # Any constant works as long as every process uses the same one; this is b"bokeh" as an int.
 RESERVATION_LOCK_KEY = int.from_bytes(b"bokeh", "big")
+# choose_worker()'s first argument: its function took this lock until migration 0013, and the
+# argument stays for the workers of the previous release during a rolling deploy.
 CHOICE_LOCK_KEY = int.from_bytes(b"choose", "big")
 
 # asyncpg ($n placeholders). Touches heartbeat_at and sessions only, so it does not fire
@@ -239,9 +241,10 @@ def choose_worker(conn: Connection, ttl_seconds: float, *, local_host: str,
     still has to build: the wait of a new session); `sessions` is what the worker last
     reported. The worker's heartbeat moves sessions from pending to sessions (migration 0009).
     `avoid_id` (a worker the page just lost) comes after every other live one (migration 0011).
+    Concurrent choices take different workers' rows (migration 0013).
     """
-    # Choices are serialised by an advisory lock inside the function (migration 0003); run
-    # on an autocommit connection, it is held for the statement only.
+    # The function locks the chosen worker's row only, and a concurrent choice skips it
+    # (migration 0013); on an autocommit connection the lock lasts the statement.
     row = conn.execute(text("SELECT * FROM choose_worker(:key, :ttl, :prefer, :host, :avoid)"),
                        {"key": CHOICE_LOCK_KEY, "ttl": ttl_seconds, "prefer": prefer_id or 0,
                         "host": local_host, "avoid": avoid_id or 0}).first()

@@ -240,6 +240,49 @@ def test_choose_worker_chooses_the_worker_a_page_lost_last_but_still_chooses_it_
         assert choose_worker(conn, TTL, local_host=HOST, avoid_id=a.worker_id).worker_id == a.worker_id
 
 
+def test_concurrent_choices_take_different_workers_and_wait_only_when_every_row_is_taken(registry, engine):
+    """A choice in flight holds only its worker's row (migration 0013): another page load takes
+    the next best worker at once, and waits only while every eligible row is being taken."""
+    a, b = reserve(registry, 0), reserve(registry, 1)
+    holder = engine.connect()
+    try:
+        tx = holder.begin()  # a choice of a that has not committed yet
+        assert choose_worker(holder, TTL, local_host=HOST, prefer_id=a.worker_id).worker_id == a.worker_id
+        with engine.connect() as conn:
+            conn.execute(text("SET lock_timeout = '2s'"))
+            # Under one global lock this choice would wait for the holder (and time out here).
+            second = choose_worker(conn, TTL, local_host=HOST, prefer_id=a.worker_id)
+            assert second.worker_id == b.worker_id
+            conn.commit()
+            holder2 = engine.connect()
+            try:
+                tx2 = holder2.begin()
+                conn.execute(text("SELECT 1"))
+                # b is being taken too: a third choice waits for the best row, a, and gets it
+                # once the first choice commits.
+                choose_worker(holder2, TTL, local_host=HOST, prefer_id=b.worker_id)
+                conn.execute(text("SET lock_timeout = '200ms'"))
+                with pytest.raises(Exception, match="lock timeout"):
+                    choose_worker(conn, TTL, local_host=HOST)
+                conn.rollback()
+                conn.execute(text("SET lock_timeout = '5s'"))
+                timer = threading.Timer(0.3, tx.commit)
+                timer.start()
+                third = choose_worker(conn, TTL, local_host=HOST)
+                timer.join()
+                assert third.worker_id == a.worker_id
+                conn.commit()
+                tx2.rollback()
+            finally:
+                holder2.close()
+    finally:
+        holder.close()
+    with engine.connect() as conn:
+        pending = dict(conn.execute(text("SELECT id, pending FROM bokeh_workers")).all())
+    # a: the holder's and the waiter's choices; b: the second choice (the other holder rolled back).
+    assert pending == {a.worker_id: 2, b.worker_id: 1}
+
+
 def test_choose_worker_ignores_stale_rows_and_returns_none_when_empty(registry, engine):
     with engine.begin() as conn:
         assert choose_worker(conn, TTL, local_host=HOST) is None
