@@ -22,7 +22,8 @@ from bokeh.core.serialization import Serializer
 from bokeh.document import Document
 from bokeh.layouts import column, row
 from bokeh.model import Model
-from bokeh.models import Button, ColumnDataSource, Div, GlyphRenderer, HoverTool, Plot, Scatter
+from bokeh.core.properties import Instance, Int, String
+from bokeh.models import Button, ColumnDataSource, Div, GlyphRenderer, HoverTool, Plot, Scatter, Title
 from bokeh.plotting import figure
 from bokeh.themes import built_in_themes
 
@@ -373,3 +374,21 @@ def test_data_model_answers_match_stock_for_every_model_class():
         got = [[bool(bokeh_document.is_DataModel(cls)) for cls in classes] for _ in range(2)]
     assert 0 < sum(expected) < len(expected)  # Panel's DataModels, and the rest
     assert got[0] == expected and got[1] == expected
+
+
+class _Converted(Model):
+    """A default that does not validate as it is: stock converts it through `accepts`."""
+
+    __implementation__ = None
+    label = Instance(Title, default="hello").accepts(String, lambda text: Title(text=text))
+    size = Int(3)
+
+
+def test_a_default_converted_through_the_alternatives_is_converted_at_every_read():
+    results = {}
+    for patched in (False, True):
+        with mode(patched=patched):
+            made = [_Converted() for _ in range(3)]
+            results[patched] = [(type(m.label).__name__, m.label.text, m.size) for m in made]
+            assert len({id(m.label) for m in made}) == 3  # a fresh Title each time
+    assert results[True] == results[False] == [("Title", "hello", 3)] * 3
