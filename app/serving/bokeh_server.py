@@ -55,21 +55,18 @@ def configure_bokeh(settings: Settings) -> None:
     Bokeh validates every new session's document as Settings.bokeh_validate_doc says (off
     outside dev: about 4 ms of CPU per session). Panel's autoload.js bundle is cached (bokeh_apps.speedups.panel_bundles), and
     Bokeh's property bookkeeping is sped up (bokeh_apps.speedups.properties: building and serializing
-    a slow-query document, 17 ms of CPU -> 5 ms). A document of Bokeh's own models is sent
-    without the definitions of Panel's Python-only models (bokeh_apps.speedups.model_defs: 4.7 kB
-    of a slow-query session's 6.8 kB PULL-DOC reply). The loop's CPU is counted by phase
+    a slow-query document, 17 ms of CPU -> 5 ms). The loop's CPU is counted by phase
     (app.serving.cpu_phases)."""
     from bokeh.settings import settings as bokeh_settings
 
     from app.serving import cpu_phases
-    from bokeh_apps.speedups import model_defs, panel_bundles, properties
+    from bokeh_apps.speedups import panel_bundles, properties
 
     # Set as Bokeh's user value, which wins over its own read of BOKEH_VALIDATE_DOC: the
     # environment is read in one place, app.config.
     bokeh_settings.perform_document_validation.set_value(settings.bokeh_validate_doc)
     panel_bundles.install()
     properties.install()
-    model_defs.install()
     cpu_phases.install()
 
 
