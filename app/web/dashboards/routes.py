@@ -74,17 +74,6 @@ def embed_json(name: str):
     return jsonify(session.as_json())
 
 
-def _commit_keeping_loaded() -> None:
-    """Commit without expiring what the request loaded: the page renders current_user, which
-    this very transaction read, and expiring it would cost the page another SELECT."""
-    session = db.session()
-    session.expire_on_commit = False
-    try:
-        session.commit()
-    finally:
-        session.expire_on_commit = True
-
-
 def _new_session(name: str, args: Mapping[str, str], avoid: int | None = None) -> tuple[access.Dashboard, embed.Embed]:
     """Check the request, choose a worker, mint the session's token, start its query."""
     settings = current_app.config["SETTINGS"]
@@ -96,18 +85,13 @@ def _new_session(name: str, args: Mapping[str, str], avoid: int | None = None) -
     access.authorize(principal, name, params)                   # 403
     if params.get("team") is not None and db.session.get(Team, params["team"]) is None:
         abort(404, description=f"There is no team {params['team']}.")
-    # On the request's own connection and transaction (the one that loaded the user): the
-    # choice and the prefetch notice commit together, at once, and a page costs no second
-    # checkout (its liveness ping and isolation-level round trips).
-    conn = db.session.connection()
-    worker = choose_worker(conn, settings.registry_ttl_seconds,
-                           local_host=settings.bokeh_host, prefer_id=local_worker_id(), avoid_id=avoid)
-    if worker is None:
-        abort(503, description="No dashboard server is running right now; try again in a few seconds.")
-    claims = tokens.SessionClaims(principal, name, params, worker.name)
-    _session_id, token = tokens.mint(claims, settings.bokeh_secret_bytes, settings.session_token_ttl_seconds)
-    if settings.query_prefetch_seconds > 0:
-        prefetch.announce(conn, worker.worker_id, token)  # the query starts before the page is sent
-    # Holds the chosen worker's row lock until here: a few hundred microseconds.
-    _commit_keeping_loaded()
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        worker = choose_worker(conn, settings.registry_ttl_seconds,
+                               local_host=settings.bokeh_host, prefer_id=local_worker_id(), avoid_id=avoid)
+        if worker is None:
+            abort(503, description="No dashboard server is running right now; try again in a few seconds.")
+        claims = tokens.SessionClaims(principal, name, params, worker.name)
+        _session_id, token = tokens.mint(claims, settings.bokeh_secret_bytes, settings.session_token_ttl_seconds)
+        if settings.query_prefetch_seconds > 0:
+            prefetch.announce(conn, worker.worker_id, token)  # the query starts before the page is sent
     return board, embed.autoload(request.host_url, worker.name, name, token)
