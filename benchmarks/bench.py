@@ -476,8 +476,9 @@ class Bench:
 
 
 # Before a scenario the machine's busy CPU (all processes) must stay under this many cores for
-# IDLE_WINDOWS windows of IDLE_WINDOW_S: after the memory scenario its 2000 sessions' teardown
-# went on after the workers reported them destroyed, and made (a) 1.13 x instead of ~1.02 x.
+# IDLE_WINDOWS windows of IDLE_WINDOW_S, so that no process's tail of the last scenario loads
+# the next. (It did not cure (a)'s tail after the memory scenario alone: that was the tester's
+# own heap, collected in quiet().)
 IDLE_CORES, IDLE_WINDOW_S, IDLE_WINDOWS, IDLE_TIMEOUT_S = 0.25, 1.0, 2, 60.0
 
 

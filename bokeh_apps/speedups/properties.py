@@ -304,9 +304,8 @@ def _themed_default(self: Property, cls: type, name: str, theme_overrides: dict[
     slow-query build's ``prepare_value`` calls). A default that does not validate as it is
     (stock converts it through the property's alternatives), a theme's value, and a
     property class with its own ``prepare_value`` take stock's path every time."""
-    stock = _stock(Property, "themed_default")
     if (theme_overrides is not None and name in theme_overrides) or type(self).prepare_value is not _PREPARE_VALUE:
-        return stock(self, cls, name, theme_overrides, no_eval=no_eval)
+        return _stock(Property, "themed_default")(self, cls, name, theme_overrides, no_eval=no_eval)
     overrides = cls._overridden_defaults()
     default = (self._copy_default(overrides[name], no_eval=no_eval) if name in overrides
                else self._raw_default(no_eval=no_eval))

@@ -23,13 +23,17 @@ down_revision = "0012"
 branch_labels = None
 depends_on = None
 
+# Migration 0012's LOST_MARK_TTL_S, unchanged: a lost host's mark is refreshed every sweep
+# round, and 10 s outlasts a few missed rounds. (Migrations are snapshots: no import.)
+LOST_MARK_TTL_S = 10
+
 ELIGIBLE = """
             SELECT c.id FROM bokeh_workers c
             WHERE c.heartbeat_at > now() - make_interval(secs => p_ttl) AND c.ready_at IS NOT NULL
               AND NOT EXISTS (SELECT 1 FROM edge_lost_hosts l
-                              WHERE l.host = c.host AND l.marked_at > now() - make_interval(secs => 10))
+                              WHERE l.host = c.host AND l.marked_at > now() - make_interval(secs => %d))
             ORDER BY (c.id = p_avoid), c.pending, c.sessions, (c.id = p_prefer) DESC, (c.host = p_host) DESC, c.id
-            LIMIT 1 FOR UPDATE OF c"""
+            LIMIT 1 FOR UPDATE OF c""" % LOST_MARK_TTL_S
 
 TAKE = """
         UPDATE bokeh_workers w SET pending = w.pending + 1, pending_at = now()
