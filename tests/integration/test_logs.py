@@ -74,7 +74,12 @@ def test_lines_name_their_request_and_session(json_site):
         return lines if {"autoload.js", "ws"} <= seen else None
     # The websocket's line is written when it closes, a moment after the client closed it.
     tornado = wait_until(tornado_lines, 10, f"Tornado's access lines of session {session} lack autoload.js or ws")
-    nginx_ids = {e.get("request_id") for e in entries(edge_log) if e["logger"] == "nginx.access"}
+    # nginx writes the websocket's access line when it sees the close, which may come after
+    # Tornado wrote its own: wait for every one of the session's ids to be in nginx's log.
+    def logged_ids() -> set | None:
+        ids = {e.get("request_id") for e in entries(edge_log) if e["logger"] == "nginx.access"}
+        return ids if {e["request_id"] for e in tornado} <= ids else None
+    nginx_ids = wait_until(logged_ids, 10, f"nginx's log lacks the request ids of session {session}'s Tornado lines")
     for e in tornado:
         assert e["worker"] == page.worker and e["request_id"] in nginx_ids
     # The token itself is never logged, nor the session id's signature.
